@@ -1,0 +1,40 @@
+"""BPCLIP from a config: the model switches plus where its pretrained parts come from."""
+
+from __future__ import annotations
+
+import logging
+
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from bpclip_jax import text, weights
+from bpclip_jax.models.bpclip import BPCLIP
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def create_model(cfg: ml_collections.ConfigDict, *, dtype: str = "float32", seed: int = 0) -> BPCLIP:
+    """BPCLIP as `cfg` (a config's `model` field) describes it.
+
+    cfg.pretrained=True loads the ImageNet ResNet50 from `cfg.resnet_source` and encodes the 40
+    prompts with the CLIP text tower of `cfg.clip_source` (cached), failing loudly when either
+    cannot be had. False starts from random weights and random text features, and logs so.
+    """
+    if cfg.pretrained:
+        features = text.prompt_features(cfg.clip_source)
+    else:
+        log.warning("model: pretrained=False, so the backbone starts from random weights and the "
+                    "text features are random unit vectors (offline runs and tests only)")
+        features = text.random_features(len(text.PROMPTS), cfg.clip_dim, seed)
+    model = BPCLIP(
+        features, full_reference=cfg.full_reference, dim=cfg.dim, heads=cfg.heads,
+        ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, pos_grid=cfg.pos_grid, branches=cfg.branches,
+        direction=cfg.direction, progressive=cfg.progressive, use_text=cfg.use_text,
+        learn_tau=cfg.learn_tau, dtype=DTYPES[dtype], rngs=nnx.Rngs(seed))
+    if cfg.pretrained:
+        backbone = weights.load_resnet50(cfg.resnet_source)
+        nnx.update(model.backbone, nnx.state(backbone))
+    return model

@@ -1,0 +1,139 @@
+"""BPCLIP FR and NR: shapes, sizes, ablation switches, gradient flow, compile-once."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from bpclip_jax.models.bpclip import BPCLIP, TextFeatures, count_params, feature_grid
+from bpclip_jax.models.layers import adaptive_avg_pool
+from bpclip_jax.models.resnet import FrozenStat
+from bpclip_jax.text import random_features
+
+TEXT = random_features(40, 512, seed=0)
+PAPER_PARAMS = {True: 34e6, False: 45e6}  # DESIGN.md section 1
+
+
+def _images(batch, h, w, seed=0):
+    return jnp.asarray(np.random.default_rng(seed).uniform(size=(batch, h, w, 3)), jnp.float32)
+
+
+@pytest.mark.parametrize("full_reference", [True, False], ids=["FR", "NR"])
+def test_shapes_and_parameter_count(full_reference):
+    model = BPCLIP(TEXT, full_reference=full_reference, rngs=nnx.Rngs(0))
+    n = count_params(model)
+    print(f"BPCLIP-{'FR' if full_reference else 'NR'}: {n / 1e6:.2f} M trainable parameters")
+    assert abs(n - PAPER_PARAMS[full_reference]) <= 0.1 * PAPER_PARAMS[full_reference]
+    forward = nnx.jit(lambda m, d, r: m(d, r))
+    for h, w in ((384, 384), (384, 512)):
+        dist = _images(2, h, w)
+        score, aux = forward(model, dist, _images(2, h, w, 1) if full_reference else None)
+        length = np.prod(feature_grid(h, w))
+        assert score.shape == (2,) and score.dtype == jnp.float32
+        assert aux["probs"].shape == (2, 4, 40) and aux["similarity"].shape == (2, 4, 40)
+        assert aux["token_weights"].shape == (2, 4, length)
+        np.testing.assert_allclose(aux["probs"].sum(-1), 1.0, rtol=1e-5)
+        assert np.all((aux["token_weights"] > 0) & (aux["token_weights"] < 1))
+
+
+def test_reference_rules():
+    fr = BPCLIP(TEXT, full_reference=True, rngs=nnx.Rngs(0))
+    nr = BPCLIP(TEXT, full_reference=False, rngs=nnx.Rngs(0))
+    x = _images(1, 64, 64)
+    with pytest.raises(ValueError, match="needs a reference"):
+        fr(x)
+    with pytest.raises(ValueError, match="takes no reference"):
+        nr(x, x)
+
+
+SWITCHES = [
+    dict(branches="info"),
+    dict(direction="top_down"),
+    dict(progressive=True),
+    dict(progressive=True, direction="top_down"),
+    dict(use_text=False),
+    dict(learn_tau=True),
+]
+
+
+@pytest.mark.parametrize("switch", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_every_ablation_switch_changes_the_model_and_runs(switch):
+    base = BPCLIP(TEXT, rngs=nnx.Rngs(0))
+    model = BPCLIP(TEXT, rngs=nnx.Rngs(0), **switch)
+    dist, ref = _images(2, 96, 128, 1), _images(2, 96, 128, 2)
+    if switch.get("learn_tau"):  # starts at tau = 100, so it equals the base model until trained
+        np.testing.assert_allclose(model(dist, ref)[0], base(dist, ref)[0], rtol=1e-5)
+        model.log_tau[...] = jnp.log(10.0)
+    score, aux = model(dist, ref)
+    assert score.shape == (2,) and np.all(np.isfinite(score))
+    assert not np.allclose(score, base(dist, ref)[0]), "the switch must change the output"
+    if switch.get("branches") == "info":
+        np.testing.assert_array_equal(aux["token_weights"], 1.0)
+    if switch.get("learn_tau"):  # clipped at ln 100: a larger log_tau acts as tau = 100
+        model.log_tau[...] = jnp.log(1000.0)
+        np.testing.assert_allclose(model(dist, ref)[0], base(dist, ref)[0], rtol=1e-5)
+    if switch.get("use_text") is False:
+        assert "probs" not in aux
+
+
+def test_gradients_reach_every_trainable_parameter_and_nothing_frozen():
+    model = BPCLIP(TEXT, learn_tau=True, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    dist, ref = _images(2, 64, 96, 1), _images(2, 64, 96, 2)
+
+    def loss(state):
+        score, _ = nnx.merge(graphdef, state)(dist, ref, train=True, rngs=nnx.Rngs(dropout=1))
+        return jnp.mean((score - 0.3) ** 2)
+
+    grads = jax.jit(jax.grad(loss))(state)
+    frozen = nnx.state(model, nnx.Any(FrozenStat, TextFeatures))
+    assert len(jax.tree.leaves(frozen)) == 53 * 4 + 1  # 53 BatchNorms x 4 + the text features
+    kinds = {path: type(v) for path, v in nnx.to_flat_state(state)}
+    dead, reached = [], 0
+    for path, g in nnx.to_flat_state(grads):
+        value = np.asarray(g.get_value())
+        if kinds[path] is nnx.Param:
+            reached += 1
+            if not np.any(value != 0):
+                dead.append(path)
+        else:
+            assert not np.any(value != 0), f"gradient reached frozen {path}"
+    assert reached == len(jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert not dead, f"no gradient reached {dead}"
+
+
+def test_dropout_is_random_in_training_and_off_in_eval():
+    model = BPCLIP(TEXT, rngs=nnx.Rngs(0))
+    x, y = _images(1, 64, 64, 1), _images(1, 64, 64, 2)
+    a = model(x, y, train=True, rngs=nnx.Rngs(dropout=1))[0]
+    b = model(x, y, train=True, rngs=nnx.Rngs(dropout=2))[0]
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(model(x, y)[0], model(x, y)[0])
+
+
+def test_jitted_forward_compiles_once_per_shape():
+    model = BPCLIP(TEXT, full_reference=False, rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
+    traces = []
+
+    @jax.jit
+    def forward(state, x):
+        traces.append(x.shape)
+        return nnx.merge(graphdef, state)(x)[0]
+
+    forward(state, _images(1, 64, 64))
+    forward(state, _images(1, 64, 64, 5))
+    assert len(traces) == 1
+    forward(state, _images(1, 64, 96))
+    assert len(traces) == 2
+
+
+@pytest.mark.parametrize("size,out", [((12, 16), (12, 16)), ((24, 32), (12, 16)), ((13, 17), (7, 9)),
+                                      ((99, 131), (7, 9))])
+def test_adaptive_avg_pool_matches_torch(size, out):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, *size, 5)).astype(np.float32)
+    expected = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), out)
+    got = adaptive_avg_pool(jnp.asarray(x), out)
+    np.testing.assert_allclose(got, expected.permute(0, 2, 3, 1).numpy(), atol=1e-6)
