@@ -1,7 +1,5 @@
 """CLIP text tower parity with transformers' PyTorch CLIPModel, through encode_text."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -11,37 +9,7 @@ from bpclip_jax.weights import WeightLoadError
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-
-def _byte_vocab():
-    """A tiny byte-level BPE vocabulary (every byte, alone and word-final); EOT has the largest id."""
-    chars = [chr(c) for c in range(33, 127)] + [chr(c) for c in range(161, 173)]
-    chars += [chr(c) for c in range(174, 256)] + [chr(256 + n) for n in range(68)]
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    return {t: i for i, t in enumerate(tokens)}
-
-
-def _save_tiny_clip(directory, eos_token_id):
-    vocab = _byte_vocab()
-    (directory / "vocab.json").write_text(json.dumps(vocab))
-    (directory / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = transformers.CLIPTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
-    tokenizer.save_pretrained(str(directory))
-    eos = vocab["<|endoftext|>"] if eos_token_id is None else eos_token_id
-    config = transformers.CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
-                         eos_token_id=eos, bos_token_id=vocab["<|startoftext|>"]),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=4, image_size=32, patch_size=16),
-        projection_dim=24)
-    torch.manual_seed(0)
-    model = transformers.CLIPModel(config).eval()
-    with torch.no_grad():  # LayerNorms away from their identity init
-        for name, p in model.named_parameters():
-            if "layer_norm" in name:
-                p.add_(0.1 * torch.randn_like(p))
-    model.save_pretrained(str(directory))
-    return model, tokenizer
+from tests.clip_fixtures import save_tiny_clip  # noqa: E402
 
 
 def _torch_features(model, tokenizer, prompts):
@@ -56,7 +24,7 @@ def _torch_features(model, tokenizer, prompts):
 
 @pytest.mark.parametrize("eos_token_id", [2, None], ids=["legacy-argmax", "first-eos"])
 def test_encode_text_matches_transformers(tmp_path, eos_token_id):
-    model, tokenizer = _save_tiny_clip(tmp_path, eos_token_id)
+    model, tokenizer = save_tiny_clip(tmp_path, eos_token_id)
     assert (tmp_path / "model.safetensors").is_file()
     expected = _torch_features(model, tokenizer, text.PROMPTS)
     got = text.encode_text(text.PROMPTS, str(tmp_path))
@@ -92,7 +60,7 @@ def _flax_clip_tree(state):
 def test_msgpack_route_matches_transformers(tmp_path):
     from flax import serialization
 
-    model, tokenizer = _save_tiny_clip(tmp_path, 2)
+    model, tokenizer = save_tiny_clip(tmp_path, 2)
     tree = _flax_clip_tree(model.state_dict())
     assert "kernel" in tree["text_model"]["encoder"]["layers"]["0"]["self_attn"]["q_proj"]
     (tmp_path / "model.safetensors").unlink()
@@ -109,7 +77,7 @@ def test_msgpack_route_matches_transformers(tmp_path):
 
 
 def test_prompt_features_are_cached(tmp_path, monkeypatch):
-    _save_tiny_clip(tmp_path, 2)
+    save_tiny_clip(tmp_path, 2)
     first = text.prompt_features(str(tmp_path))
     calls = []
     monkeypatch.setattr(text, "encode_text", lambda *a, **k: calls.append(a))
