@@ -1,0 +1,76 @@
+"""The record every reader returns, and the checks every reader shares."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """One rated image (NR) or distorted/reference pair (FR).
+
+    dist: path of the (distorted) image; ref: path of the reference, None for NR sets.
+    mos: the label as published (MOS or DMOS, the set's own scale and direction).
+    score: the label mapped linearly to [0, 1], higher = better (DMOS sets are flipped).
+    content: the reference id (FR sets: no content in two split parts) or the image id (NR).
+    distortion: the distortion type where the set names one, else None.
+    """
+
+    dist: str
+    ref: str | None
+    mos: float
+    score: float
+    content: str
+    distortion: str | None = None
+    dataset: str = ""
+
+
+def normalize(mos: float, lo: float, hi: float, *, higher_better: bool) -> float:
+    """Linear map of a label from the set's nominal range [lo, hi] to [0, 1], higher = better.
+
+    The nominal range is each set's published scale; values a set publishes outside it (LIVE's
+    realigned DMOS slightly exceeds 100) map slightly outside [0, 1] rather than being clipped,
+    so no two labels are merged.
+    """
+    s = (mos - lo) / (hi - lo)
+    return s if higher_better else 1.0 - s
+
+
+def require_files(paths: Iterable[str], listed_in: str | Path, root: str | Path) -> None:
+    """Raises FileNotFoundError with the count and the first paths when files are missing."""
+    paths = list(dict.fromkeys(p for p in paths if p is not None))
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        head = "\n  ".join(missing[:5])
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(paths)} images listed in {listed_in} are missing under "
+            f"{root}; the first:\n  {head}")
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: expected {path}")
+    return path
+
+
+def case_insensitive_index(directory: Path, recursive: bool = False) -> dict[str, Path]:
+    """Lower-cased file name -> path, for releases whose file-name case varies (TID2013, CSIQ)."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"directory not found: {directory}")
+    files = directory.rglob("*") if recursive else directory.iterdir()
+    return {p.name.lower(): p for p in files if p.is_file()}
+
+
+def find(index: dict[str, Path], name: str, directory: Path) -> str:
+    """The path of `name` in a case-insensitive index; a non-existent path under directory if absent
+    (require_files then reports it with the others)."""
+    hit = index.get(name.lower())
+    return str(hit) if hit is not None else str(directory / name)
+
+
+def records_summary(records: Sequence[Record]) -> str:
+    contents = len({r.content for r in records})
+    return f"{len(records)} records, {contents} contents"

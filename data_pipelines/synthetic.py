@@ -1,0 +1,270 @@
+"""Small synthetic IQA sets in KADID-10k's and KonIQ-10k's exact layouts, built offline.
+
+    python -m data_pipelines.synthetic --out DIR [--kind fr|nr] [--seed 0]
+
+The references are the eleven colour photographs that ship inside scikit-image, scikit-learn and
+matplotlib, resized to cover 512x384 and centre-cropped. Each is distorted with 16 of KADID-10k's
+25 types at 5 levels, implemented after KADID's definitions (parameters in DISTORTIONS).
+
+The labels are SYNTHETIC: a stated function of type and level, never human opinion,
+    label = 5 - 4 * SEVERITY[type] * level / 5        (1..5, higher = better, like KADID's DMOS)
+so level 5 of the most severe types scores 1 and pristine images would score 5. A model trained on
+them learns to rank distortion strength; the numbers say nothing about the paper's benchmarks.
+
+fr: DIR/images/Ixx.png, DIR/images/Ixx_TT_LL.png, DIR/dmos.csv (dist_img, ref_img, dmos, var).
+nr: DIR/512x384/Ixx_TT_LL.png, DIR/koniq10k_scores_and_distributions.csv and
+    DIR/koniq10k_distributions_sets.csv (its split keeps each photograph in one part).
+Deterministic given the seed (the noises draw from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from data_pipelines.fr_sets import KADID_TYPES
+from data_pipelines.nr_sets import KONIQ_SCORES, KONIQ_SETS
+
+WIDTH, HEIGHT = 512, 384
+LEVELS = 5
+
+
+def photo_paths() -> list[Path]:
+    """The colour photographs shipped inside pip packages (no download)."""
+    import matplotlib
+    import skimage
+    import sklearn.datasets
+
+    sk = Path(skimage.__file__).parent / "data"
+    paths = [sk / n for n in ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
+                              "motorcycle_left.png", "retina.jpg", "hubble_deep_field.jpg", "ihc.png")]
+    paths.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    paths += [Path(sklearn.datasets.__file__).parent / "images" / n for n in ("china.jpg", "flower.jpg")]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"photos missing from the installed packages: {missing}")
+    return paths
+
+
+def reference(path: Path) -> np.ndarray:
+    """A photo resized to cover 512x384 (bicubic) and centre-cropped: [384,512,3] uint8."""
+    image = Image.open(path).convert("RGB")
+    scale = max(WIDTH / image.width, HEIGHT / image.height)
+    image = image.resize((max(WIDTH, round(image.width * scale)), max(HEIGHT, round(image.height * scale))),
+                         Image.BICUBIC)
+    left, top = (image.width - WIDTH) // 2, (image.height - HEIGHT) // 2
+    return np.asarray(image.crop((left, top, left + WIDTH, top + HEIGHT)))
+
+
+# --- distortions: x float32 [H,W,3] in [0,1] -> same; p is the level's parameter -----------------
+
+def _per_channel(fn, x):
+    return np.stack([fn(x[..., c]) for c in range(3)], axis=-1)
+
+
+def gaussian_blur(x, sigma, rng):
+    return _per_channel(lambda c: ndimage.gaussian_filter(c, sigma), x)
+
+
+def lens_blur(x, radius, rng):
+    r = int(np.ceil(radius))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disk = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float32)
+    return _per_channel(lambda c: ndimage.convolve(c, disk / disk.sum(), mode="reflect"), x)
+
+
+def motion_blur(x, length, rng):
+    kernel = np.ones((1, int(length)), np.float32) / int(length)
+    return _per_channel(lambda c: ndimage.convolve(c, kernel, mode="reflect"), x)
+
+
+def color_saturation(x, factor, rng):
+    gray = x @ np.asarray([0.299, 0.587, 0.114], np.float32)
+    return gray[..., None] + factor * (x - gray[..., None])
+
+
+def _codec(x, **save):
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(x * 255).astype(np.uint8)).save(buffer, **save)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), np.float32) / 255
+
+
+def jpeg2000(x, ratio, rng):
+    return _codec(x, format="JPEG2000", quality_mode="rates", quality_layers=[ratio])
+
+
+def jpeg(x, quality, rng):
+    return _codec(x, format="JPEG", quality=int(quality))
+
+
+def white_noise(x, variance, rng):
+    return x + rng.normal(0, np.sqrt(variance), x.shape).astype(np.float32)
+
+
+def white_noise_color(x, variance, rng):
+    m = np.asarray([[0.299, 0.587, 0.114], [-0.1687, -0.3313, 0.5], [0.5, -0.4187, -0.0813]], np.float32)
+    ycc = x @ m.T
+    ycc[..., 1:] += rng.normal(0, np.sqrt(variance), ycc[..., 1:].shape).astype(np.float32)
+    return ycc @ np.linalg.inv(m).T
+
+
+def impulse_noise(x, density, rng):
+    u = rng.random(x.shape[:2])
+    out = x.copy()
+    out[u < density / 2] = 0.0
+    out[(u >= density / 2) & (u < density)] = 1.0
+    return out
+
+
+def multiplicative_noise(x, variance, rng):
+    return x + x * rng.normal(0, np.sqrt(variance), x.shape).astype(np.float32)
+
+
+def brighten(x, gamma, rng):
+    return np.power(np.clip(x, 0, 1), 1.0 / gamma)
+
+
+def darken(x, gamma, rng):
+    return np.power(np.clip(x, 0, 1), gamma)
+
+
+def mean_shift(x, shift, rng):
+    return x + shift
+
+
+def pixelate(x, factor, rng):
+    h, w = x.shape[:2]
+    image = Image.fromarray(np.round(np.clip(x, 0, 1) * 255).astype(np.uint8))
+    small = image.resize((max(1, w // factor), max(1, h // factor)), Image.BOX)
+    return np.asarray(small.resize((w, h), Image.NEAREST), np.float32) / 255
+
+
+def quantization(x, levels, rng):
+    return np.round(np.clip(x, 0, 1) * (levels - 1)) / (levels - 1)
+
+
+def contrast_change(x, factor, rng):
+    return x.mean() + factor * (x - x.mean())
+
+
+# KADID type number -> (function, the five levels' parameters, severity in (0, 1])
+DISTORTIONS = {
+    1: (gaussian_blur, (0.5, 1.0, 2.0, 3.5, 5.0), 1.0),
+    2: (lens_blur, (1, 2, 4, 6, 8), 1.0),
+    3: (motion_blur, (3, 5, 9, 13, 19), 0.95),
+    7: (color_saturation, (0.7, 0.5, 0.3, 0.15, 0.0), 0.6),
+    9: (jpeg2000, (16, 32, 64, 120, 200), 0.9),
+    10: (jpeg, (43, 20, 12, 7, 3), 0.9),
+    11: (white_noise, (0.001, 0.003, 0.006, 0.012, 0.025), 0.9),
+    12: (white_noise_color, (0.0005, 0.002, 0.005, 0.01, 0.02), 0.75),
+    13: (impulse_noise, (0.005, 0.01, 0.025, 0.05, 0.1), 0.9),
+    14: (multiplicative_noise, (0.005, 0.015, 0.03, 0.06, 0.12), 0.85),
+    16: (brighten, (1.15, 1.35, 1.6, 2.0, 2.6), 0.6),
+    17: (darken, (1.2, 1.5, 2.0, 2.7, 3.5), 0.7),
+    18: (mean_shift, (0.05, 0.1, 0.15, 0.22, 0.3), 0.65),
+    21: (pixelate, (2, 3, 5, 8, 12), 0.95),
+    22: (quantization, (24, 14, 9, 6, 4), 0.8),
+    25: (contrast_change, (0.8, 0.6, 0.45, 0.3, 0.15), 0.7),
+}
+
+
+def label(kind: int, level: int) -> float:
+    """The synthetic label of KADID type `kind` at `level` (1..5): 5 - 4 * severity * level / 5."""
+    return 5.0 - 4.0 * DISTORTIONS[kind][2] * level / LEVELS
+
+
+def distort(image: np.ndarray, kind: int, level: int, rng: np.random.Generator) -> np.ndarray:
+    fn, params, _ = DISTORTIONS[kind]
+    out = fn(image.astype(np.float32) / 255, params[level - 1], rng)
+    return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    Image.fromarray(array).save(path, compress_level=1)
+
+
+def build(out: str | Path, kind: str = "fr", seed: int = 0, photos: int | None = None) -> Path:
+    """Writes the synthetic set of `kind` ('fr': KADID-10k layout, 'nr': KonIQ-10k layout) to out.
+
+    photos: use only the first n photographs (tests); all eleven by default.
+    """
+    if kind not in ("fr", "nr"):
+        raise ValueError(f"kind must be 'fr' or 'nr', got {kind!r}")
+    out = Path(out)
+    image_dir = out / ("images" if kind == "fr" else "512x384")
+    image_dir.mkdir(parents=True, exist_ok=True)
+    refs = [reference(p) for p in photo_paths()[:photos]]
+    ref_ids = [f"I{i + 1:02d}" for i in range(len(refs))]
+    if kind == "fr":
+        for ref_id, ref in zip(ref_ids, refs):
+            _save_png(ref, image_dir / f"{ref_id}.png")
+    jobs = [(r, t, lv) for r in range(len(refs)) for t in DISTORTIONS for lv in range(1, LEVELS + 1)]
+
+    def make(job):
+        r, t, lv = job
+        rng = np.random.default_rng([seed, r, t, lv])
+        name = f"{ref_ids[r]}_{t:02d}_{lv:02d}.png"
+        _save_png(distort(refs[r], t, lv, rng), image_dir / name)
+        return name, ref_ids[r], label(t, lv)
+
+    with ThreadPoolExecutor() as pool:
+        rows = list(pool.map(make, jobs))
+    if kind == "fr":
+        _write_kadid_table(out, rows)
+    else:
+        _write_koniq_tables(out, rows, ref_ids, seed)
+    return out
+
+
+def _write_kadid_table(out: Path, rows) -> None:
+    with (out / "dmos.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["dist_img", "ref_img", "dmos", "var"])
+        for name, ref_id, value in rows:
+            writer.writerow([name, f"{ref_id}.png", f"{value:.4f}", "0.0"])
+
+
+def _write_koniq_tables(out: Path, rows, ref_ids, seed: int) -> None:
+    header = ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"]
+    values = np.asarray([v for _, _, v in rows])
+    zscores = (values - values.mean()) / values.std()
+    order = np.random.default_rng(seed).permutation(len(ref_ids))
+    n_train, n_val = round(0.64 * len(ref_ids)), round(0.18 * len(ref_ids))
+    part = {ref_ids[i]: ("training" if k < n_train else "validation" if k < n_train + n_val else "test")
+            for k, i in enumerate(order)}
+    with (out / KONIQ_SCORES).open("w", newline="") as f, (out / KONIQ_SETS).open("w", newline="") as g:
+        scores, sets = csv.writer(f), csv.writer(g)
+        scores.writerow(header)
+        sets.writerow(header + ["set"])
+        for (name, ref_id, value), z in zip(rows, zscores):
+            row = [name, 0, 0, 0, 0, 0, 0, f"{value:.4f}", "0.0", f"{z:.4f}"]
+            scores.writerow(row)
+            sets.writerow(row + [part[ref_id]])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="directory to write the set into")
+    parser.add_argument("--kind", default="fr", choices=("fr", "nr"),
+                        help="fr: KADID-10k layout (pairs); nr: KonIQ-10k layout (single images)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise distortions")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    out = build(args.out, args.kind, args.seed)
+    n = sum(1 for _ in (out / ("images" if args.kind == "fr" else "512x384")).iterdir())
+    print(f"wrote {n} images of the synthetic {args.kind.upper()} set ({len(DISTORTIONS)} KADID types x "
+          f"{LEVELS} levels, synthetic labels) to {out} in {time.perf_counter() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
+
+assert all(k <= len(KADID_TYPES) for k in DISTORTIONS)
