@@ -115,10 +115,18 @@ def prompt_features(source: str = CLIP_DEFAULT, prompts: Sequence[Prompt] = PROM
     return features
 
 
-def random_features(num: int = len(PROMPTS), dim: int = 512, seed: int = 0) -> np.ndarray:
-    """Stand-in text features for offline runs without CLIP weights: random unit vectors.
+def random_features(num: int = len(PROMPTS), dim: int = 512, seed: int = 0,
+                    cosine: float = 0.85) -> np.ndarray:
+    """Stand-in text features for offline runs without CLIP weights: random unit vectors whose
+    pairwise cosine similarity is about `cosine`, as CLIP's features of the 40 short prompts are
+    (they share "a ... photo."). Independent random vectors would be near-orthogonal, and tau = 100
+    would then saturate the prompt softmax and stall training.
 
     They carry no language: prompt probabilities of a model built on them explain nothing.
     """
-    features = np.random.default_rng(seed).standard_normal((num, dim)).astype(np.float32)
-    return features / np.linalg.norm(features, axis=-1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    common = rng.standard_normal(dim)
+    noise = rng.standard_normal((num, dim))
+    common, noise = common / np.linalg.norm(common), noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    features = np.sqrt(cosine) * common + np.sqrt(1 - cosine) * noise
+    return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)

@@ -1,8 +1,9 @@
 """Every default, once. Experiment files override only what differs (DESIGN.md sections 1-4).
 
-Run any config with `python main.py --config configs/<name>.py --workdir runs/<name>`; override a
-field from the command line with `--config.optim.lr=3e-5`. `get_config("tiny")` shrinks a config for
-tests and CPU smoke runs.
+Run a config with `python main.py --config configs/<name>.py --workdir runs/<name>`; override any
+field from the command line, e.g. `--config.optim.lr=3e-5 --config.data.root=/data/kadid10k`.
+`get_config("tiny")` shrinks a config for tests and CPU smoke runs (tiny crop, few steps, random
+weights, no download).
 """
 
 import ml_collections
@@ -29,11 +30,59 @@ def model_config() -> ml_collections.ConfigDict:
     ))
 
 
+def data_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        dataset="kadid10k",        # a name of data_pipelines.READERS
+        root="data/kadid10k",      # where its official files were unpacked
+        ratios=(6, 2, 2),          # train/val/test (3), train/test (2) or all (1)
+        split_seed=0,              # the protocol's ten splits are seeds 0..9
+        by_content=True,           # FR: split by reference; NR sets have one content per image
+        official_split=False,      # KonIQ-10k: use koniq10k_distributions_sets.csv instead
+        synthetic="",              # 'fr'/'nr': build the embedded synthetic set into root if absent
+        synthetic_size=(512, 384), # (width, height) of the synthetic set's images
+        train_part="train",        # the part trained on
+        select_part="val",         # the part that selects the best checkpoint ('' = the last one)
+        test_parts=("test",),      # parts evaluated with the best checkpoint
+        cross=ml_collections.ConfigDict(),  # whole other sets tested too: {name: root}
+        crop=384,                  # training crop (images smaller than it are mirror-padded)
+        flips=True,                # random horizontal and vertical flips
+        batch_size=16,             # global batch (split over devices and processes)
+        eval_batch_size=1,         # whole images, batched by shape (TOPIQ: 1)
+        threads=2,                 # grain reader threads per process
+        workers=0,                 # grain worker processes (0: threads only)
+        prefetch=4,                # batches read ahead
+    ))
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.seed = 0
+    config.seed = 0                # model init and dropout; the data order follows data.split_seed too
     config.dtype = "float32"       # compute dtype: 'float32' or 'bfloat16' (parameters stay float32)
+    config.init_from = ""          # a workdir or checkpoint to start from when the workdir has none
     config.model = model_config()
+    config.data = data_config()
+    config.optim = ml_collections.ConfigDict(dict(
+        lr=1e-4,                   # AdamW peak learning rate (FR 1e-4, NR 3e-5)
+        weight_decay=1e-5,         # on every trainable parameter (BatchNorm and text are frozen)
+        b1=0.9, b2=0.999, eps=1e-8,
+        epochs=200,
+        t_max=50,                  # torch CosineAnnealingLR, stepped per epoch, periodic
+        eta_min=0.0,
+    ))
+    config.train = ml_collections.ConfigDict(dict(
+        steps_per_epoch=0,         # 0: len(train part) // batch_size
+        log_every=50,              # steps between host syncs (loss, pairs/s, NaN check)
+        eval_every=1,              # epochs between validations and checkpoints
+        max_to_keep=2,             # latest checkpoints kept (the best is kept apart)
+        stop_at_step=0,            # stop (after a checkpoint) at this step; 0: run all epochs
+        calibrate_bn=True,         # random backbone only: BatchNorm statistics from the first batch
+        freeze_backbone=False,     # train everything but the ResNet50 (the CPU demos: 2-3x faster)
+    ))
     if arg == "tiny":
         config.model.pretrained = False
+        config.data.crop = 32
+        config.data.batch_size = 4
+        config.data.eval_batch_size = 2
+        config.optim.epochs = 2
+        config.train.log_every = 1
     return config

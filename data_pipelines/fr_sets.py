@@ -40,7 +40,7 @@ def load_kadid10k(root: str | Path) -> list[Record]:
             mos = float(row["dmos"])
             records.append(Record(
                 dist=str(root / "images" / dist), ref=str(root / "images" / ref), mos=mos,
-                score=normalize(mos, 1.0, 5.0, higher_better=True), content=Path(ref).stem,
+                score=normalize(mos, "kadid10k"), content=Path(ref).stem,
                 distortion=KADID_TYPES[kind - 1] if 0 < kind <= len(KADID_TYPES) else str(kind),
                 dataset="kadid10k"))
     require_files([r.dist for r in records] + [r.ref for r in records], table, root)
@@ -73,7 +73,7 @@ def load_tid2013(root: str | Path) -> list[Record]:
         mos = float(mos_text)
         records.append(Record(
             dist=find(dists, name, dist_dir), ref=find(refs, f"I{ref_id:02d}.BMP", ref_dir), mos=mos,
-            score=normalize(mos, 0.0, 9.0, higher_better=True), content=f"I{ref_id:02d}",
+            score=normalize(mos, "tid2013"), content=f"I{ref_id:02d}",
             distortion=f"{kind:02d}", dataset="tid2013"))
     require_files([r.dist for r in records] + [r.ref for r in records], table, root)
     return records
@@ -105,7 +105,7 @@ def load_live(root: str | Path) -> list[Record]:
             if not orgs[k]:
                 records.append(Record(
                     dist=str(root / folder / f"img{n}.bmp"), ref=str(root / "refimgs" / refnames[k]),
-                    mos=float(dmos[k]), score=normalize(float(dmos[k]), 0.0, 100.0, higher_better=False),
+                    mos=float(dmos[k]), score=normalize(float(dmos[k]), "live"),
                     content=Path(refnames[k]).stem, distortion=folder, dataset="live"))
             k += 1
     require_files([r.dist for r in records] + [r.ref for r in records], root / "dmos.mat", root)
@@ -156,7 +156,7 @@ def load_csiq(root: str | Path) -> list[Record]:
         records.append(Record(
             dist=find(dists, name, root / "dst_imgs" / kind),
             ref=find(refs, f"{image}.png", root / "src_imgs"),
-            mos=mos, score=normalize(mos, 0.0, 1.0, higher_better=False), content=image,
+            mos=mos, score=normalize(mos, "csiq"), content=image,
             distortion=kind, dataset="csiq"))
     require_files([r.dist for r in records] + [r.ref for r in records], table, root)
     return records

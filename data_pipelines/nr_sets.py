@@ -20,7 +20,7 @@ KONIQ_PARTS = {"training": "train", "validation": "val", "test": "test"}
 def _koniq_record(root: Path, row: dict[str, str]) -> Record:
     name, mos = row["image_name"].strip(), float(row["MOS"])
     return Record(dist=str(root / "512x384" / name), ref=None, mos=mos,
-                  score=normalize(mos, 1.0, 5.0, higher_better=True), content=Path(name).stem,
+                  score=normalize(mos, "koniq10k"), content=Path(name).stem,
                   dataset="koniq10k")
 
 
@@ -69,7 +69,7 @@ def load_clive(root: str | Path) -> list[Record]:
     if len(names) != len(mos):
         raise ValueError(f"{root}: {len(names)} image names but {len(mos)} scores")
     records = [Record(dist=str(root / "Images" / n), ref=None, mos=float(m),
-                      score=normalize(float(m), 0.0, 100.0, higher_better=True),
+                      score=normalize(float(m), "clive"),
                       content=Path(n).stem, dataset="clive")
                for n, m in list(zip(names, mos))[CLIVE_TRAINING_IMAGES:]]
     require_files([r.dist for r in records], mos_mat, root)
@@ -93,7 +93,7 @@ def load_spaq(root: str | Path) -> list[Record]:
     require_files([str(p) for p in originals], table, root)
     resized = resize_short_side(originals, root / SPAQ_RESIZED, SPAQ_SHORT_SIDE)
     return [Record(dist=str(path), ref=None, mos=float(row["mos"]),
-                   score=normalize(float(row["mos"]), 0.0, 100.0, higher_better=True),
+                   score=normalize(float(row["mos"]), "spaq"),
                    content=path.stem, dataset="spaq")
             for path, row in zip(resized, rows)]
 

@@ -28,15 +28,33 @@ class Record:
     dataset: str = ""
 
 
-def normalize(mos: float, lo: float, hi: float, *, higher_better: bool) -> float:
-    """Linear map of a label from the set's nominal range [lo, hi] to [0, 1], higher = better.
+# Each set's published label scale: (low, high, higher_is_better).
+SCALES: dict[str, tuple[float, float, bool]] = {
+    "kadid10k": (1.0, 5.0, True),     # DMOS 1..5, but higher is better in KADID
+    "tid2013": (0.0, 9.0, True),
+    "live": (0.0, 100.0, False),      # DMOS
+    "csiq": (0.0, 1.0, False),        # DMOS
+    "koniq10k": (1.0, 5.0, True),
+    "clive": (0.0, 100.0, True),
+    "spaq": (0.0, 100.0, True),
+}
 
-    The nominal range is each set's published scale; values a set publishes outside it (LIVE's
-    realigned DMOS slightly exceeds 100) map slightly outside [0, 1] rather than being clipped,
-    so no two labels are merged.
+
+def normalize(mos: float, dataset: str) -> float:
+    """Linear map of a label from the set's nominal range (SCALES) to [0, 1], higher = better.
+
+    Values a set publishes outside its nominal range (LIVE's realigned DMOS slightly exceeds 100)
+    map slightly outside [0, 1] rather than being clipped, so no two labels are merged.
     """
+    lo, hi, higher_better = SCALES[dataset]
     s = (mos - lo) / (hi - lo)
     return s if higher_better else 1.0 - s
+
+
+def to_mos(score, dataset: str):
+    """The inverse of normalize: a [0, 1] higher-better score (or array) in the set's own scale."""
+    lo, hi, higher_better = SCALES[dataset]
+    return lo + (score if higher_better else 1.0 - score) * (hi - lo)
 
 
 def require_files(paths: Iterable[str], listed_in: str | Path, root: str | Path) -> None:

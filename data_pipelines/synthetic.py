@@ -54,14 +54,14 @@ def photo_paths() -> list[Path]:
     return paths
 
 
-def reference(path: Path) -> np.ndarray:
-    """A photo resized to cover 512x384 (bicubic) and centre-cropped: [384,512,3] uint8."""
+def reference(path: Path, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """A photo resized to cover width x height (bicubic) and centre-cropped: [height,width,3] uint8."""
     image = Image.open(path).convert("RGB")
-    scale = max(WIDTH / image.width, HEIGHT / image.height)
-    image = image.resize((max(WIDTH, round(image.width * scale)), max(HEIGHT, round(image.height * scale))),
+    scale = max(width / image.width, height / image.height)
+    image = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))),
                          Image.BICUBIC)
-    left, top = (image.width - WIDTH) // 2, (image.height - HEIGHT) // 2
-    return np.asarray(image.crop((left, top, left + WIDTH, top + HEIGHT)))
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return np.asarray(image.crop((left, top, left + width, top + height)))
 
 
 # --- distortions: x float32 [H,W,3] in [0,1] -> same; p is the level's parameter -----------------
@@ -191,17 +191,19 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, compress_level=1)
 
 
-def build(out: str | Path, kind: str = "fr", seed: int = 0, photos: int | None = None) -> Path:
+def build(out: str | Path, kind: str = "fr", seed: int = 0, photos: int | None = None,
+          size: tuple[int, int] = (WIDTH, HEIGHT)) -> Path:
     """Writes the synthetic set of `kind` ('fr': KADID-10k layout, 'nr': KonIQ-10k layout) to out.
 
     photos: use only the first n photographs (tests); all eleven by default.
+    size: (width, height) of every image; KADID's 512x384 by default (the CPU demos use less).
     """
     if kind not in ("fr", "nr"):
         raise ValueError(f"kind must be 'fr' or 'nr', got {kind!r}")
     out = Path(out)
     image_dir = out / ("images" if kind == "fr" else "512x384")
     image_dir.mkdir(parents=True, exist_ok=True)
-    refs = [reference(p) for p in photo_paths()[:photos]]
+    refs = [reference(p, *size) for p in photo_paths()[:photos]]
     ref_ids = [f"I{i + 1:02d}" for i in range(len(refs))]
     if kind == "fr":
         for ref_id, ref in zip(ref_ids, refs):
@@ -256,9 +258,11 @@ def main(argv=None) -> None:
     parser.add_argument("--kind", default="fr", choices=("fr", "nr"),
                         help="fr: KADID-10k layout (pairs); nr: KonIQ-10k layout (single images)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise distortions")
+    parser.add_argument("--size", default=f"{WIDTH}x{HEIGHT}", help="WIDTHxHEIGHT of every image")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = build(args.out, args.kind, args.seed)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    out = build(args.out, args.kind, args.seed, size=size)
     n = sum(1 for _ in (out / ("images" if args.kind == "fr" else "512x384")).iterdir())
     print(f"wrote {n} images of the synthetic {args.kind.upper()} set ({len(DISTORTIONS)} KADID types x "
           f"{LEVELS} levels, synthetic labels) to {out} in {time.perf_counter() - start:.1f} s")

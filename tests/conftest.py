@@ -11,6 +11,18 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 
+def pytest_configure(config):
+    """One persistent XLA compilation cache per test session: the tiny train step is the same
+    program in several tests, and compiling it is most of their time on CPU."""
+    import tempfile
+
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="bpclip_xla_cache_"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     """Each test gets its own feature cache and hub cache: nothing leaks between tests."""

@@ -101,6 +101,11 @@ class BPCLIP(nnx.Module):
         self.log_tau = nnx.Param(jnp.asarray(math.log(CLIP_LOGIT_SCALE))) if learn_tau else None
         self.mlp_reg = MLP(reg_in, dim, 1, norm=False, dtype=dtype, rngs=rngs)
 
+    def normalize(self, images: jax.Array) -> jax.Array:
+        """[B,H,W,3] in [0,1] -> ImageNet-normalized, in the compute dtype."""
+        mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
+        return ((images - mean) / std).astype(self.dtype)
+
     def tau(self) -> jax.Array:
         if self.log_tau is None:
             return jnp.asarray(CLIP_LOGIT_SCALE)
@@ -108,8 +113,7 @@ class BPCLIP(nnx.Module):
 
     def _tokens(self, dist, ref):
         """Backbone + GLP + positional map -> five token sets G_i `[B,L,D]` and the gate maps."""
-        mean, std = jnp.asarray(IMAGENET_MEAN), jnp.asarray(IMAGENET_STD)
-        normalize = lambda x: ((x - mean) / std).astype(self.dtype)  # noqa: E731
+        normalize = self.normalize
         if self.full_reference:
             # One backbone pass over [dist; ref]: the same weights, twice the batch.
             both = self.backbone(normalize(jnp.concatenate([dist, ref], axis=0)))

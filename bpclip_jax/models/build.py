@@ -27,7 +27,7 @@ def create_model(cfg: ml_collections.ConfigDict, *, dtype: str = "float32", seed
         features = text.prompt_features(cfg.clip_source)
     else:
         log.warning("model: pretrained=False, so the backbone starts from random weights and the "
-                    "text features are random unit vectors (offline runs and tests only)")
+                    "text features are random stand-ins for CLIP's (offline runs and tests only)")
         features = text.random_features(len(text.PROMPTS), cfg.clip_dim, seed)
     model = BPCLIP(
         features, full_reference=cfg.full_reference, dim=cfg.dim, heads=cfg.heads,

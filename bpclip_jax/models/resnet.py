@@ -41,17 +41,40 @@ class FrozenBatchNorm(nnx.Module):
     """Inference-mode BatchNorm: y = (x - mean) / sqrt(var + eps) * scale + bias."""
 
     def __init__(self, features: int):
+        self.calibrating = False
         self.scale = FrozenStat(jnp.ones((features,), jnp.float32))
         self.bias = FrozenStat(jnp.zeros((features,), jnp.float32))
         self.mean = FrozenStat(jnp.zeros((features,), jnp.float32))
         self.var = FrozenStat(jnp.ones((features,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.calibrating:
+            x32 = x.astype(jnp.float32)
+            self.mean[...] = x32.mean(axis=(0, 1, 2))
+            self.var[...] = x32.var(axis=(0, 1, 2))
         scale, bias, mean, var = (
             jax.lax.stop_gradient(v[...]) for v in (self.scale, self.bias, self.mean, self.var)
         )
         mul = scale * jax.lax.rsqrt(var + BN_EPS)
         return x * mul.astype(x.dtype) + (bias - mean * mul).astype(x.dtype)
+
+
+def calibrate_batchnorm(backbone: nnx.Module, images: jax.Array) -> None:
+    """Sets every BatchNorm's running statistics to those of `images` ([B,H,W,3], normalized), in
+    network order, so each layer sees normalized inputs from the calibrated layers before it.
+
+    For randomly initialized backbones only (offline runs): torchvision's init with identity
+    statistics lets activations grow with depth. Pretrained backbones keep their ImageNet statistics.
+    Runs eagerly, once.
+    """
+    norms = [m for _, m in backbone.iter_modules() if isinstance(m, FrozenBatchNorm)]
+    for bn in norms:
+        bn.calibrating = True
+    try:
+        backbone(images)
+    finally:
+        for bn in norms:
+            bn.calibrating = False
 
 
 def _conv(cin, cout, kernel, stride, pad, *, dtype, rngs):

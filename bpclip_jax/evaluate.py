@@ -1,0 +1,115 @@
+"""Predictions over a split (whole images, grouped by shape), metrics, results tables and plots."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bpclip_jax import metrics
+from data_pipelines import pipeline
+from data_pipelines.records import Record, to_mos
+
+
+@functools.lru_cache(maxsize=8)
+def _forward(graphdef):
+    """A jitted (params, frozen, dist, ref) -> scores [B] for one model graph: one compile per
+    input shape, cached across calls."""
+
+    @jax.jit
+    def forward(params, frozen, dist, ref):
+        model = nnx.merge(graphdef, params, frozen)
+        to_float = lambda x: None if x is None else x.astype(jnp.float32) / 255.0  # noqa: E731
+        return model(to_float(dist), to_float(ref))[0]
+
+    return forward
+
+
+def predict(graphdef, params, frozen, records: Sequence[Record], batch_size: int = 1, *,
+            threads: int = 2, desc: str = "evaluate") -> np.ndarray:
+    """Predicted scores ([0,1] scale, higher = better) of `records`, in their order."""
+    from tqdm import tqdm
+
+    forward = _forward(graphdef)
+    out = np.full(len(records), np.nan, np.float32)
+    iterator = pipeline.loader(pipeline.eval_dataset(records, batch_size), threads=threads)
+    with tqdm(total=len(records), desc=desc, unit="img", disable=jax.process_index() != 0,
+              leave=False, mininterval=2) as bar:
+        for batch in iterator:
+            scores = np.asarray(forward(params, frozen, batch["dist"], batch.get("ref")))
+            mask = batch["mask"]
+            out[batch["index"][mask]] = scores[mask]
+            bar.update(int(mask.sum()))
+    return out
+
+
+def metrics_on(records: Sequence[Record], pred: np.ndarray) -> dict[str, float]:
+    """Metrics of predictions against the records' labels, in the set's own MOS scale."""
+    mos = np.asarray([r.mos for r in records])
+    return metrics.all_metrics(to_mos(pred, records[0].dataset), mos)
+
+
+def write_predictions(path: Path, records: Sequence[Record], pred: np.ndarray) -> None:
+    mapped = to_mos(pred, records[0].dataset)
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "ref", "mos", "prediction", "score", "predicted_score"])
+        for r, p, s in zip(records, mapped, pred):
+            writer.writerow([r.dist, r.ref or "", f"{r.mos:.9g}", f"{p:.9g}", f"{r.score:.9g}",
+                             f"{s:.9g}"])
+
+
+def scatter_plot(path: Path, records: Sequence[Record], pred: np.ndarray, title: str) -> None:
+    """Prediction against MOS with the fitted 4-parameter logistic curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mos = np.asarray([r.mos for r in records])
+    mapped = to_mos(pred, records[0].dataset)
+    params = metrics.fit_logistic(mapped, mos)
+    xs = np.linspace(mapped.min(), mapped.max(), 200)
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=120)
+    ax.scatter(mapped, mos, s=6, alpha=0.5, label="images")
+    ax.plot(xs, metrics.logistic4(xs, *params), "r-", lw=1.5, label="logistic fit")
+    ax.set_xlabel("prediction (MOS scale)")
+    ax.set_ylabel("MOS")
+    m = metrics.all_metrics(mapped, mos)
+    ax.set_title(f"{title}: SRCC {m['srcc']:.3f}, PLCC {m['plcc']:.3f}")
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | Path) -> dict:
+    """Evaluates every test part of the config (and every cross set) and writes results.json,
+    predictions_<set>_<part>.csv and scatter_<set>_<part>.png in the workdir."""
+    from bpclip_jax.data import part_label
+
+    workdir = Path(workdir)
+    names = list(config.data.test_parts) + [p for p in parts if p.endswith("/all")]
+    results = {}
+    for part in dict.fromkeys(names):
+        records = parts[part]
+        label = part_label(config.data, part)
+        pred = predict(graphdef, params, frozen, records, config.data.eval_batch_size,
+                       threads=config.data.threads, desc=f"test {label}")
+        results[label] = metrics_on(records, pred)
+        if jax.process_index() == 0:
+            stem = label.replace("/", "_")
+            write_predictions(workdir / f"predictions_{stem}.csv", records, pred)
+            scatter_plot(workdir / f"scatter_{stem}.png", records, pred, label)
+        print(f"{label}: " + ", ".join(f"{k} {v:.4f}" if k != "n" else f"n {v}"
+                                       for k, v in results[label].items()), flush=True)
+    if jax.process_index() == 0:
+        (workdir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    return results

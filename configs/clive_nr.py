@@ -1,0 +1,24 @@
+"""BPCLIP-NR on CLIVE (8:2 random split); no validation part, the last checkpoint is tested
+(ten split seeds for the paper's mean and std).
+
+    python main.py --config configs/clive_nr.py --workdir runs/clive_nr --config.data.root=data/clive
+    python -m bpclip_jax.protocol --config configs/clive_nr.py --workdir runs/clive_nr --splits 10
+
+Paper (PLCC / SRCC): .883 / .847.
+"""
+
+from configs import base
+
+PAPER = {"clive/test": (.883, .847)}
+
+
+def get_config(arg=None):
+    config = base.get_config(arg)
+    config.model.full_reference = False
+    config.optim.lr = 3e-5
+    config.data.dataset = "clive"
+    config.data.root = "data/clive"
+    config.data.ratios = (8, 2)
+    config.data.by_content = False
+    config.data.select_part = ""
+    return config

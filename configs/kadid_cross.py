@@ -1,0 +1,28 @@
+"""Cross-dataset (Table III): BPCLIP-FR trained on all of KADID-10k, tested on all of LIVE, CSIQ and
+TID2013. No validation part: the last checkpoint is tested.
+
+    python main.py --config configs/kadid_cross.py --workdir runs/kadid_cross \
+        --config.data.root=data/kadid10k --config.data.cross.live=data/live \
+        --config.data.cross.csiq=data/csiq --config.data.cross.tid2013=data/tid2013
+
+Paper (PLCC / SRCC): LIVE .961 / .975, CSIQ .965 / .970, TID2013 .922 / .918.
+"""
+
+import ml_collections
+
+from configs import base
+
+PAPER = {"live/all": (.961, .975), "csiq/all": (.965, .970), "tid2013/all": (.922, .918)}
+
+
+def get_config(arg=None):
+    config = base.get_config(arg)
+    config.data.dataset = "kadid10k"
+    config.data.root = "data/kadid10k"
+    config.data.ratios = (1,)
+    config.data.train_part = "all"
+    config.data.select_part = ""
+    config.data.test_parts = ()
+    config.data.cross = ml_collections.ConfigDict(
+        {"live": "data/live", "csiq": "data/csiq", "tid2013": "data/tid2013"})
+    return config

@@ -1,0 +1,117 @@
+"""End to end on a tiny config: train, select, test, results; resume; NaN; 8 devices = 1."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from bpclip_jax import metrics, train
+from configs import base
+from data_pipelines.records import to_mos
+from tests import data_fixtures
+
+
+@pytest.fixture(scope="module")
+def kadid_root(tmp_path_factory):
+    return data_fixtures.kadid(tmp_path_factory.mktemp("kadid"), refs=5, per_ref=4)
+
+
+def tiny(root, **train_overrides):
+    config = base.get_config("tiny")
+    config.data.root = str(root)
+    config.data.crop = 16
+    for key, value in train_overrides.items():
+        config.train[key] = value
+    return config
+
+
+def _params(workdir: Path, step: int):
+    restored = ocp.StandardCheckpointer().restore(
+        (workdir / "checkpoints" / "latest" / str(step) / "state").absolute())
+    return restored["params"]
+
+
+@pytest.fixture(scope="module")
+def trained(kadid_root, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    results = train.train_and_evaluate(tiny(kadid_root), workdir)
+    return workdir, results
+
+
+def test_tiny_run_writes_everything(trained):
+    workdir, results = trained
+    assert set(results) == {"kadid10k/test"} and results["kadid10k/test"]["n"] == 4
+    assert json.loads((workdir / "results.json").read_text()) == results
+    for name in ("config.json", "metrics.jsonl", "predictions_kadid10k_test.csv",
+                 "scatter_kadid10k_test.png", "checkpoints/best.json"):
+        assert (workdir / name).is_file(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in workdir.iterdir())
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3, 4, 5, 6]  # 12 records, batch 4
+    assert all(np.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
+    assert sum("val/srcc" in r for r in rows) == 2
+    latest = workdir / "checkpoints/latest"
+    assert sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit()) == [3, 6]
+
+
+def test_results_equal_the_metrics_of_the_saved_predictions(trained):
+    workdir, results = trained
+    with (workdir / "predictions_kadid10k_test.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    mos = np.asarray([float(r["mos"]) for r in rows])
+    pred = np.asarray([float(r["prediction"]) for r in rows])
+    np.testing.assert_allclose(pred, to_mos(np.asarray([float(r["predicted_score"]) for r in rows]),
+                                            "kadid10k"), rtol=1e-5)
+    expected = metrics.all_metrics(pred, mos)
+    for key, value in results["kadid10k/test"].items():
+        assert value == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
+
+
+def test_stopped_and_resumed_run_ends_where_an_unstopped_one_does(trained, kadid_root, tmp_path):
+    workdir, _ = trained
+    assert train.train_and_evaluate(tiny(kadid_root, stop_at_step=4), tmp_path) == {}
+    assert not (tmp_path / "results.json").exists()
+    resumed = train.train_and_evaluate(tiny(kadid_root), tmp_path)  # the same command again
+    for a, b in zip(_leaves(_params(workdir, 6)), _leaves(_params(tmp_path, 6)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed == json.loads((workdir / "results.json").read_text())
+
+
+def _leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
+
+
+def test_eval_mode_reevaluates_the_best_checkpoint(trained, kadid_root):
+    workdir, results = trained
+    again = train.evaluate_workdir(tiny(kadid_root), workdir)
+    assert again["kadid10k/test"] == pytest.approx(results["kadid10k/test"], rel=1e-5)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(kadid_root, tmp_path):
+    config = tiny(kadid_root, steps_per_epoch=1)
+    config.optim.lr = 1e30  # the first update sends the parameters to infinity
+    config.data.select_part = ""
+    with pytest.raises(train.NonFiniteLossError, match="at step 2;"):
+        train.train_and_evaluate(config, tmp_path)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints/latest").iterdir() if p.name.isdigit())
+    assert steps == [1]
+    assert all(np.all(np.isfinite(x)) for x in _leaves(_params(tmp_path, 1)))
+
+
+def test_eight_fake_devices_match_one():
+    out = subprocess.run([sys.executable, "-m", "tests.multidevice_check"], capture_output=True,
+                         text=True, cwd=Path(__file__).parent.parent, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(result)
+    assert result["devices"] == [1, 8]
+    assert result["max_loss_rel"] < 1e-5
+    assert result["max_update"] > 1e-3  # the SGD steps moved the parameters ...
+    assert result["max_param_abs"] < 1e-5 * result["max_update"]  # ... alike on 1 and 8 devices
