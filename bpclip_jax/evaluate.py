@@ -19,7 +19,7 @@ from data_pipelines.records import Record, to_mos
 
 
 @functools.lru_cache(maxsize=8)
-def _forward(graphdef):
+def forward_fn(graphdef):
     """A jitted (params, frozen, dist, ref) -> scores [B] for one model graph: one compile per
     input shape, cached across calls."""
 
@@ -37,7 +37,7 @@ def predict(graphdef, params, frozen, records: Sequence[Record], batch_size: int
     """Predicted scores ([0,1] scale, higher = better) of `records`, in their order."""
     from tqdm import tqdm
 
-    forward = _forward(graphdef)
+    forward = forward_fn(graphdef)
     out = np.full(len(records), np.nan, np.float32)
     iterator = pipeline.loader(pipeline.eval_dataset(records, batch_size), threads=threads)
     with tqdm(total=len(records), desc=desc, unit="img", disable=jax.process_index() != 0,

@@ -78,6 +78,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         calibrate_bn=True,         # random backbone only: BatchNorm statistics from the first batch
         freeze_backbone=False,     # train everything but the ResNet50 (the CPU demos: 2-3x faster)
     ))
+    config.predict = ml_collections.ConfigDict(dict(
+        inputs="",                 # --mode predict: a directory, a glob or one image file
+        refs="",                   # FR: one reference file, a directory (same file names) or a CSV
+                                   # with columns dist,ref
+        output="",                 # the CSV written ('' = WORKDIR/predictions.csv)
+        size_step=64,              # sides resized to multiples of this (bounded compiles); 0 = native
+        batch_size=8,
+    ))
+    config.export = ml_collections.ConfigDict(dict(
+        path="",                   # --mode export: the directory to write the model into
+    ))
     if arg == "tiny":
         config.model.pretrained = False
         config.data.crop = 32

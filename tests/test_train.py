@@ -115,3 +115,14 @@ def test_eight_fake_devices_match_one():
     assert result["max_loss_rel"] < 1e-5
     assert result["max_update"] > 1e-3  # the SGD steps moved the parameters ...
     assert result["max_param_abs"] < 1e-5 * result["max_update"]  # ... alike on 1 and 8 devices
+
+
+def test_scorer_from_workdir_reproduces_the_test_predictions(trained):
+    from bpclip_jax.api import Scorer
+
+    workdir, _ = trained
+    with (workdir / "predictions_kadid10k_test.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    scorer = Scorer.from_workdir(workdir, size_step=0)  # native sizes: the protocol's
+    scores = scorer([r["path"] for r in rows], [r["ref"] for r in rows], normalized=True)
+    np.testing.assert_allclose(scores, [float(r["predicted_score"]) for r in rows], atol=1e-5)
