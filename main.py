@@ -52,9 +52,12 @@ def predict(cfg, workdir):
 
     if not cfg.inputs:
         raise app.UsageError("--mode predict needs --config.predict.inputs=DIR_OR_GLOB")
+    try:
+        dists = api.list_images(cfg.inputs)
+        refs = api.pair_references(dists, cfg.refs) if cfg.refs else None
+    except api.InputError as err:
+        raise SystemExit(f"error: {err}") from None
     scorer = api.Scorer.from_workdir(workdir, size_step=cfg.size_step)
-    dists = api.list_images(cfg.inputs)
-    refs = api.pair_references(dists, cfg.refs) if cfg.refs else None
     rows = api.predict_files(scorer, dists, refs, cfg.batch_size)
     output = Path(cfg.output or Path(workdir) / "predictions.csv")
     api.write_rows(output, rows)

@@ -139,8 +139,7 @@ class Scorer:
 
         workdir = Path(workdir)
         config = _read_config(workdir / "config.json")
-        config.model.pretrained = False
-        model = create_model(config.model, dtype=config.dtype, seed=config.seed)
+        model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=True)
         tx, _ = train.make_optimizer(config.optim, 1)
         graphdef, state = train.create_train_state(model, tx, config.train.freeze_backbone)
         ckpt = checkpoint.Checkpoints(workdir)
@@ -167,8 +166,7 @@ class Scorer:
         if meta.get("format") != EXPORT_FORMAT:
             raise ValueError(f"{path}/meta.json: format {meta.get('format')}, expected {EXPORT_FORMAT}")
         config = _read_config(path / "config.json")
-        config.model.pretrained = False
-        model = create_model(config.model, dtype=config.dtype, seed=config.seed)
+        model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=True)
         assign_strict(model, load_file(path / "model.safetensors"),
                       key_of=lambda p: "/".join(str(k) for k in p), what=f"{path}/model.safetensors")
         return cls(model, config, dataset=meta["dataset"], **kwargs)

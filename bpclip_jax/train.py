@@ -155,8 +155,8 @@ def _steps_per_epoch(config, n_train: int) -> int:
     return spe
 
 
-def _initial_model(config, first_batch: dict) -> BPCLIP:
-    model = create_model(config.model, dtype=config.dtype, seed=config.seed)
+def _initial_model(config, first_batch: dict, restoring: bool = False) -> BPCLIP:
+    model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=restoring)
     if not config.model.pretrained and config.train.calibrate_bn:
         # A random backbone with identity BatchNorm statistics lets activations grow with depth.
         x = jnp.asarray(first_batch["dist"], jnp.float32) / 255.0
@@ -167,7 +167,7 @@ def _initial_model(config, first_batch: dict) -> BPCLIP:
     return model
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
+def setup(config: ml_collections.ConfigDict, workdir: str | Path, restoring: bool = False) -> Run:
     from bpclip_jax import data
 
     workdir = Path(workdir)
@@ -185,7 +185,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
     iterator = pipeline.loader(dataset, threads=config.data.threads, workers=config.data.workers,
                                prefetch=config.data.prefetch)
     tx, schedule = make_optimizer(config.optim, spe)
-    model = _initial_model(config, dataset[0])
+    model = _initial_model(config, dataset[0], restoring)
     graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
     mesh = make_mesh()
     ckpt = checkpoint.Checkpoints(workdir, config.train.max_to_keep)
@@ -317,9 +317,8 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path) -> 
 
     config = copy.deepcopy(config)
     with config.unlocked():
-        config.model.pretrained = False
         config.train.calibrate_bn = False
-    run = setup(config, workdir)
+    run = setup(config, workdir, restoring=True)
     if run.ckpt.best.latest_step() is None and run.ckpt.latest.latest_step() is None:
         raise FileNotFoundError(f"{workdir} holds no checkpoint to evaluate; train first")
     return final_evaluation(run)

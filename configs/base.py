@@ -54,6 +54,22 @@ def data_config() -> ml_collections.ConfigDict:
     ))
 
 
+def no_reference(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The NR model and its learning rate (TOPIQ: 3e-5)."""
+    config.model.full_reference = False
+    config.optim.lr = 3e-5
+    return config
+
+
+def random_nr_split(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The paper's NR protocol: 8:2 random split over images; no validation part, so the last
+    checkpoint is tested."""
+    config.data.ratios = (8, 2)
+    config.data.by_content = False
+    config.data.select_part = ""
+    return config
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0                # model init and dropout; the data order follows data.split_seed too

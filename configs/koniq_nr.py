@@ -13,12 +13,7 @@ PAPER = {"koniq10k/test": (.939, .928)}
 
 
 def get_config(arg=None):
-    config = base.get_config(arg)
-    config.model.full_reference = False
-    config.optim.lr = 3e-5
+    config = base.random_nr_split(base.no_reference(base.get_config(arg)))
     config.data.dataset = "koniq10k"
     config.data.root = "data/koniq10k"
-    config.data.ratios = (8, 2)
-    config.data.by_content = False
-    config.data.select_part = ""
     return config

@@ -12,9 +12,7 @@ PAPER = {"koniq10k/test": (.945, .932)}
 
 
 def get_config(arg=None):
-    config = base.get_config(arg)
-    config.model.full_reference = False
-    config.optim.lr = 3e-5
+    config = base.no_reference(base.get_config(arg))
     config.data.dataset = "koniq10k"
     config.data.root = "data/koniq10k"
     config.data.official_split = True

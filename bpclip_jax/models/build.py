@@ -16,25 +16,28 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def create_model(cfg: ml_collections.ConfigDict, *, dtype: str = "float32", seed: int = 0) -> BPCLIP:
+def create_model(cfg: ml_collections.ConfigDict, *, dtype: str = "float32", seed: int = 0,
+                 restoring: bool = False) -> BPCLIP:
     """BPCLIP as `cfg` (a config's `model` field) describes it.
 
     cfg.pretrained=True loads the ImageNet ResNet50 from `cfg.resnet_source` and encodes the 40
     prompts with the CLIP text tower of `cfg.clip_source` (cached), failing loudly when either
-    cannot be had. False starts from random weights and random text features, and logs so.
+    cannot be had. False starts from random weights and random text features, and logs so, unless
+    `restoring` says that a checkpoint's values replace them right away.
     """
-    if cfg.pretrained:
+    if cfg.pretrained and not restoring:
         features = text.prompt_features(cfg.clip_source)
     else:
-        log.warning("model: pretrained=False, so the backbone starts from random weights and the "
-                    "text features are random stand-ins for CLIP's (offline runs and tests only)")
+        say = log.debug if restoring else log.warning
+        say("model: pretrained=False, so the backbone starts from random weights and the text "
+            "features are random stand-ins for CLIP's (offline runs and tests only)")
         features = text.random_features(len(text.PROMPTS), cfg.clip_dim, seed)
     model = BPCLIP(
         features, full_reference=cfg.full_reference, dim=cfg.dim, heads=cfg.heads,
         ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, pos_grid=cfg.pos_grid, branches=cfg.branches,
         direction=cfg.direction, progressive=cfg.progressive, use_text=cfg.use_text,
         learn_tau=cfg.learn_tau, dtype=DTYPES[dtype], rngs=nnx.Rngs(seed))
-    if cfg.pretrained:
+    if cfg.pretrained and not restoring:
         backbone = weights.load_resnet50(cfg.resnet_source)
         nnx.update(model.backbone, nnx.state(backbone))
     return model
