@@ -232,3 +232,14 @@ def test_synthetic_nr_set_is_koniq_shaped(tmp_path):
 def test_record_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         _records(1, 1)[0].score = 1.0
+
+
+def test_worker_processes_give_the_same_batches_as_threads(tmp_path):
+    records = data_pipelines.load("kadid10k", data_fixtures.kadid(tmp_path))
+    ds = pipeline.train_dataset(records, batch_size=4, crop=16, seed=3)
+    threads = pipeline.loader(ds, threads=2)
+    workers = pipeline.loader(ds, threads=1, workers=2)
+    for _ in range(4):
+        a, b = next(threads), next(workers)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
