@@ -185,7 +185,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path, restoring: boo
     iterator = pipeline.loader(dataset, threads=config.data.threads, workers=config.data.workers,
                                prefetch=config.data.prefetch)
     tx, schedule = make_optimizer(config.optim, spe)
-    model = _initial_model(config, dataset[0], restoring)
+    # Every process calibrates on the same (unsharded) first batch, so the replicas agree.
+    first = pipeline.train_dataset(train_records, batch_size=config.data.batch_size,
+                                   crop=config.data.crop, seed=config.seed, flips=False)[0]
+    model = _initial_model(config, first, restoring)
     graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
     mesh = make_mesh()
     ckpt = checkpoint.Checkpoints(workdir, config.train.max_to_keep)
