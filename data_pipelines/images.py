@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-cv2.setNumThreads(1)  # parallelism comes from the pipeline's threads and workers
-# Errors only: a file OpenCV cannot decode goes to PIL, which names the problem.
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+try:  # a requirement; optional only so that a bare GPU host can run the benchmarks without it
+    import cv2
+except ImportError:  # pragma: no cover
+    cv2 = None
+else:
+    cv2.setNumThreads(1)  # parallelism comes from the pipeline's threads and workers
+    # Errors only: a file OpenCV cannot decode goes to PIL, which names the problem.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 class ImageError(ValueError):
@@ -61,6 +65,8 @@ def _decode_rgb8(path: str) -> np.ndarray | None:
     rate on two threads. Anything else returns None and goes through PIL: other formats (OpenCV
     decodes a truncated JPEG without an error), other modes, unreadable files. The result is a
     BGR->RGB view: batching makes the one copy."""
+    if cv2 is None:
+        return None
     try:
         data = np.fromfile(path, np.uint8)
     except OSError:
