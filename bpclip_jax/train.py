@@ -155,13 +155,16 @@ def _steps_per_epoch(config, n_train: int) -> int:
     return spe
 
 
-def _initial_model(config, first_batch: dict, restoring: bool = False) -> BPCLIP:
+def _initial_model(config, train_records, restoring: bool = False) -> BPCLIP:
     model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=restoring)
-    if not config.model.pretrained and config.train.calibrate_bn:
+    if not config.model.pretrained and config.train.calibrate_bn and not restoring:
         # A random backbone with identity BatchNorm statistics lets activations grow with depth.
-        x = jnp.asarray(first_batch["dist"], jnp.float32) / 255.0
-        if "ref" in first_batch:
-            x = jnp.concatenate([x, jnp.asarray(first_batch["ref"], jnp.float32) / 255.0])
+        # Every process calibrates on the same (unsharded) first batch, so the replicas agree.
+        first = pipeline.train_dataset(train_records, batch_size=config.data.batch_size,
+                                       crop=config.data.crop, seed=config.seed, flips=False)[0]
+        x = jnp.asarray(first["dist"], jnp.float32) / 255.0
+        if "ref" in first:
+            x = jnp.concatenate([x, jnp.asarray(first["ref"], jnp.float32) / 255.0])
         calibrate_batchnorm(model.backbone, model.normalize(x))
         log.info("calibrated the random backbone's BatchNorm statistics on the first batch")
     return model
@@ -185,10 +188,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path, restoring: boo
     iterator = pipeline.loader(dataset, threads=config.data.threads, workers=config.data.workers,
                                prefetch=config.data.prefetch)
     tx, schedule = make_optimizer(config.optim, spe)
-    # Every process calibrates on the same (unsharded) first batch, so the replicas agree.
-    first = pipeline.train_dataset(train_records, batch_size=config.data.batch_size,
-                                   crop=config.data.crop, seed=config.seed, flips=False)[0]
-    model = _initial_model(config, first, restoring)
+    model = _initial_model(config, train_records, restoring)
     graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
     mesh = make_mesh()
     ckpt = checkpoint.Checkpoints(workdir, config.train.max_to_keep)
@@ -220,8 +220,7 @@ def ocp_abstract(x):
     return jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x
 
 
-def _check_finite(pending: list, first_step: int) -> None:
-    losses = np.asarray([float(m["loss"]) for m in pending])
+def _check_finite(losses: np.ndarray, first_step: int) -> None:
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
         raise NonFiniteLossError(
@@ -260,9 +259,10 @@ def _train_loop(run: Run, start: int, stop: int) -> None:
         done = step + 1
         epoch_end = done % spe == 0
         if done % config.train.log_every == 0 or epoch_end or done == stop:
-            _check_finite(pending, first)
+            losses = np.asarray(jax.device_get([m["loss"] for m in pending]))  # one host sync
+            _check_finite(losses, first)
             rate = len(pending) * config.data.batch_size / (time.perf_counter() - t0)
-            loss = float(np.mean([float(m["loss"]) for m in pending]))
+            loss = float(losses.mean())
             run.writer.write(done, {"train/loss": loss, "train/lr": float(pending[-1]["lr"]),
                                     "train/grad_norm": float(pending[-1]["grad_norm"]),
                                     "train/pairs_per_s": rate, "train/epoch": done / spe})
@@ -316,11 +316,6 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path) -> 
     The model's frozen parts (text features, BatchNorm statistics) come from the checkpoint, so
     nothing pretrained is downloaded.
     """
-    import copy
-
-    config = copy.deepcopy(config)
-    with config.unlocked():
-        config.train.calibrate_bn = False
     run = setup(config, workdir, restoring=True)
     if run.ckpt.best.latest_step() is None and run.ckpt.latest.latest_step() is None:
         raise FileNotFoundError(f"{workdir} holds no checkpoint to evaluate; train first")
