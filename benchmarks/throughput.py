@@ -2,18 +2,24 @@
 on the same device with the same batch and crop when torch and pyiqa are importable.
 
     python benchmarks/throughput.py [--mode fr|nr] [--batch 16] [--crop 384] [--dtype bfloat16]
-        [--steps 20] [--out throughput.json] [--peer auto|yes|no]
+        [--steps 20] [--out throughput.json] [--peer auto|yes|no] [--profile profile.txt]
 
 Prints and writes JSON: steady-state train pairs/s (forward + backward + AdamW, after compilation),
 inference images/s, compile time, peak device memory, XLA's FLOPs per train step and the achieved
 TFLOP/s with its share of the device's peak (when the device is known), and peer/ratio figures.
 Inputs are random and stay on the device: this measures the step, not the input pipeline
 (benchmarks/input_pipeline.py measures that). Weights are random: speed does not depend on them.
+With --profile, a few more train steps of each run under its profiler and the time per device
+kernel (JAX: XLA ops from the profiler's trace; peer: torch.profiler's table) goes to a text file,
+so one run on a lent GPU says where the time goes without copying traces back.
 """
 
 from __future__ import annotations
 
+import collections
+import glob
 import json
+import tempfile
 import time
 
 import jax
@@ -29,6 +35,8 @@ flags.DEFINE_integer("steps", 20, "timed steps")
 flags.DEFINE_integer("warmup", 3, "untimed steps after compilation")
 flags.DEFINE_enum("peer", "auto", ["auto", "yes", "no"], "run pyiqa's CFANet too")
 flags.DEFINE_string("out", "", "JSON output path")
+flags.DEFINE_string("profile", "", "text file for per-kernel device time of a few profiled steps")
+flags.DEFINE_integer("profile_steps", 5, "train steps traced for --profile")
 
 # Dense bf16 peak TFLOP/s per device (vendor figures), for the share of peak.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -58,7 +66,67 @@ def _timed(fn, steps: int, warmup: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: int) -> dict:
+def _table(events, steps: int, top: int, title: str) -> list[str]:
+    """Rows of per-step time by event name, and by name with its trailing `.N` removed."""
+    totals, counts = collections.Counter(), collections.Counter()
+    for name, ns in events:
+        totals[name] += ns
+        counts[name] += 1
+    whole = sum(totals.values())
+    if not whole:
+        return []
+    rows = [f"{title}: busy {whole / steps / 1e6:.2f} ms/step over {steps} steps"]
+    kinds = collections.Counter()
+    for name, ns in totals.items():
+        kinds[name.rsplit(".", 1)[0] if name.rsplit(".", 1)[-1].isdigit() else name] += ns
+    if len(kinds) < len(totals):
+        rows.append("  by kind: " + ", ".join(f"{k} {100 * ns / whole:.1f}%"
+                                              for k, ns in kinds.most_common(8)))
+    for name, ns in totals.most_common(top):
+        rows.append(f"  {ns / steps / 1e6:9.3f} ms/step {100 * ns / whole:5.1f}% "
+                    f"x{counts[name] / steps:<4g} {name[:110]}")
+    return rows
+
+
+def summarize_xspace(path: str, steps: int, top: int = 30) -> str:
+    """Per-step device time by op from a JAX profiler trace (`*.xplane.pb`): on a GPU, the
+    'XLA Ops' line (HLO ops) and the stream lines (kernels); on a CPU, the XLA runtime's threads.
+    """
+    from jax.profiler import ProfileData
+
+    data = ProfileData.from_file(path)
+    rows = []
+    for plane in data.planes:
+        lines = list(plane.lines)
+        if plane.name.startswith("/device:"):
+            groups = {"XLA ops": [ln for ln in lines if ln.name == "XLA Ops"],
+                      "kernels": [ln for ln in lines if "stream" in ln.name.lower()]}
+        elif plane.name == "/host:CPU":
+            groups = {"XLA CPU ops": [ln for ln in lines if "PjRtCpuClient" in ln.name]}
+        else:
+            continue
+        for title, chosen in groups.items():
+            events = ((ev.name, ev.duration_ns) for ln in chosen for ev in ln.events)
+            rows += _table(events, steps, top, f"{plane.name} {title}")
+    return "\n".join(rows) or "no device events in the trace"
+
+
+def profile_jax(fn, steps: int) -> str:
+    """Traces `steps` calls of fn (after it has run once) and summarizes the device time."""
+    jax.block_until_ready(fn())
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp)
+        out = None
+        for _ in range(steps):
+            out = fn()
+        jax.block_until_ready(out)
+        jax.profiler.stop_trace()
+        found = glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)
+        return summarize_xspace(found[0], steps) if found else "the profiler wrote no trace"
+
+
+def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: int,
+              profile_steps: int = 0) -> dict:
     from bpclip_jax import train
     from bpclip_jax.evaluate import forward_fn
     from bpclip_jax.models.build import create_model
@@ -94,6 +162,7 @@ def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: 
         return metrics["loss"]
 
     train_s = _timed(one_step, steps, warmup)
+    profile = profile_jax(one_step, profile_steps) if profile_steps else None
     forward = forward_fn(graphdef)
     ref = batch_dev.get("ref")
     infer_s = _timed(lambda: forward(holder["state"].params, holder["state"].frozen,
@@ -106,11 +175,12 @@ def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: 
         "train_pairs_per_s": batch / train_s, "infer_images_per_s": batch / infer_s,
         "compile_s": compile_s, "flops_per_step": flops, "achieved_tflops": achieved,
         "share_of_peak": achieved / peak if (achieved and peak) else None,
-        "peak_memory_bytes": peak_memory(device),
+        "peak_memory_bytes": peak_memory(device), "profile": profile,
     }
 
 
-def bench_peer(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: int) -> dict:
+def bench_peer(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: int,
+               profile_steps: int = 0) -> dict:
     """pyiqa's CFANet (TOPIQ) with its own best settings: channels-last, bf16 autocast on GPU."""
     import torch
     from pyiqa.archs.topiq_arch import CFANet
@@ -149,6 +219,17 @@ def bench_peer(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup:
             fn()
         sync()
         results[name] = batch * steps / (time.perf_counter() - start)
+    if profile_steps:
+        model.train(True)
+        activities = [torch.profiler.ProfilerActivity.CPU] + \
+            ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+        with torch.profiler.profile(activities=activities) as prof:
+            for _ in range(profile_steps):
+                train_step()
+            sync()
+        sort = "cuda_time_total" if cuda else "self_cpu_time_total"
+        results["profile"] = f"{profile_steps} train steps\n" + \
+            prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=80)
     if cuda:
         results["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
@@ -159,11 +240,15 @@ def bench_peer(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup:
 def main(_):
     args = dict(mode=FLAGS.mode, batch=FLAGS.batch, crop=FLAGS.crop, dtype=FLAGS.dtype,
                 steps=FLAGS.steps, warmup=FLAGS.warmup)
-    report = {"config": args, "jax": bench_jax(**args), "jax_version": jax.__version__}
+    profile_steps = FLAGS.profile_steps if FLAGS.profile else 0
+    report = {"config": args, "jax": bench_jax(**args, profile_steps=profile_steps),
+              "jax_version": jax.__version__}
+    profiles = {"jax": report["jax"].pop("profile")}
     print(json.dumps({"jax": report["jax"]}, indent=1), flush=True)
     if FLAGS.peer != "no":
         try:
-            report["peer"] = bench_peer(**args)
+            report["peer"] = bench_peer(**args, profile_steps=profile_steps)
+            profiles["peer"] = report["peer"].pop("profile", None)
         except ImportError as err:
             if FLAGS.peer == "yes":
                 raise
@@ -172,6 +257,10 @@ def main(_):
             report["ratio_train"] = report["jax"]["train_pairs_per_s"] / report["peer"]["train_pairs_per_s"]
             report["ratio_infer"] = report["jax"]["infer_images_per_s"] / report["peer"]["infer_images_per_s"]
     print(json.dumps(report, indent=1))
+    if FLAGS.profile:
+        with open(FLAGS.profile, "w") as f:
+            for name, text in profiles.items():
+                f.write(f"==== {name}: {json.dumps(args)}\n{text}\n\n")
     if FLAGS.out:
         with open(FLAGS.out, "w") as f:
             json.dump(report, f, indent=1)

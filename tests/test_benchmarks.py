@@ -16,3 +16,17 @@ def test_throughput_benchmark_runs_two_steps():
     assert result["flops_per_step"] > 2 * 0.09e9
     assert result["achieved_tflops"] > 0
     assert result["device"].startswith("cpu")
+
+
+def test_profile_summary_reports_time_per_step():
+    import jax
+    import jax.numpy as jnp
+
+    f = jax.jit(lambda x: jnp.tanh(x @ x).sum())
+    x = jnp.ones((256, 256))
+    text = throughput.profile_jax(lambda: f(x), steps=3)
+    header = text.splitlines()[0]
+    assert "busy" in header and "over 3 steps" in header, text
+    # Rows carry a per-step time and an op name; the busy time is positive.
+    assert float(header.split("busy ")[1].split(" ms")[0]) > 0
+    assert any("ms/step" in row and row.split()[-1] for row in text.splitlines()[1:])
