@@ -259,12 +259,13 @@ def _train_loop(run: Run, start: int, stop: int) -> None:
         done = step + 1
         epoch_end = done % spe == 0
         if done % config.train.log_every == 0 or epoch_end or done == stop:
-            losses = np.asarray(jax.device_get([m["loss"] for m in pending]))  # one host sync
+            fetched = jax.device_get(pending)  # the one host sync since the last log step
+            losses = np.asarray([m["loss"] for m in fetched])
             _check_finite(losses, first)
             rate = len(pending) * config.data.batch_size / (time.perf_counter() - t0)
             loss = float(losses.mean())
-            run.writer.write(done, {"train/loss": loss, "train/lr": float(pending[-1]["lr"]),
-                                    "train/grad_norm": float(pending[-1]["grad_norm"]),
+            run.writer.write(done, {"train/loss": loss, "train/lr": float(fetched[-1]["lr"]),
+                                    "train/grad_norm": float(fetched[-1]["grad_norm"]),
                                     "train/pairs_per_s": rate, "train/epoch": done / spe})
             bar.set_postfix(epoch=f"{done / spe:.1f}", loss=f"{loss:.4f}", pairs_s=f"{rate:.1f}")
             bar.update(len(pending))

@@ -126,3 +126,42 @@ def test_scorer_from_workdir_reproduces_the_test_predictions(trained):
     scorer = Scorer.from_workdir(workdir, size_step=0)  # native sizes: the protocol's
     scores = scorer([r["path"] for r in rows], [r["ref"] for r in rows], normalized=True)
     np.testing.assert_allclose(scores, [float(r["predicted_score"]) for r in rows], atol=1e-5)
+
+
+
+def test_train_loop_does_not_sync_the_host_between_log_steps(kadid_root, tmp_path, monkeypatch):
+    """Each step's outputs (state and metrics) are made to wait on a slow device computation
+    (~0.3 s); a host sync on them between log steps (float(loss), int(state.step),
+    block_until_ready) would hold up the next step's dispatch by at least that much."""
+    import time
+
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def slow(x):
+        m = jnp.full((768, 768), 1e-3, jnp.float32)
+        m = jax.lax.fori_loop(0, 100, lambda i, m: jnp.tanh(m @ m), m)
+        return x + (0 * m[0, 0]).astype(x.dtype)
+
+    jax.block_until_ready(slow(jnp.zeros(())))
+    start = time.perf_counter()
+    jax.block_until_ready(slow(jnp.zeros(())))
+    cost = time.perf_counter() - start
+
+    run = train.setup(tiny(kadid_root, steps_per_epoch=8, log_every=5, stop_at_step=5), tmp_path)
+    run.iterator = iter([next(run.iterator) for _ in range(5)])  # the loop, not the pipeline's pace
+    real_step, dispatched = run.step_fn, []
+
+    def slowed_step(state, batch):
+        state, metrics = real_step(state, batch)
+        state = state.replace(step=slow(state.step))
+        dispatched.append(time.perf_counter())
+        return state, jax.tree.map(slow, metrics)
+
+    run.step_fn = slowed_step
+    monkeypatch.setattr(run.ckpt, "save_latest", lambda *_: None)
+    train._train_loop(run, 0, 5)  # logs (and syncs) once, after step 5
+    gaps = np.diff(dispatched)[1:]  # steps 3-5: steps 1 and 2 also compile (`slow` for the metrics)
+    assert len(gaps) == 3 and gaps.max() < cost / 2, (gaps, cost)
+    run.ckpt.close()
