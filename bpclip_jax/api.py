@@ -215,16 +215,22 @@ class Scorer:
         refs = [None] * len(dists) if refs is None else list(refs)
         if len(refs) != len(dists):
             raise InputError(f"{len(dists)} images but {len(refs)} references")
-        pairs = [self._prepare(d, r, _name(d, i)) for i, (d, r) in enumerate(zip(dists, refs))]
+        pairs = {i: self._prepare(d, r, _name(d, i)) for i, (d, r) in enumerate(zip(dists, refs))}
         out = np.empty(len(pairs), np.float32)
+        for chunk, (scores, _, _) in self._batches(pairs, batch_size):
+            out[chunk] = scores
+        return out if normalized else to_mos(out, self.dataset)
+
+    def _batches(self, pairs: dict[int, tuple], batch_size: int):
+        """Yields (indices, (scores, probs, token_weights)) over batches of at most batch_size
+        prepared pairs of one size: each size compiles once, whatever the order of the inputs."""
         groups: dict[tuple, list[int]] = {}
-        for i, (d, _) in enumerate(pairs):
+        for i, (d, _) in pairs.items():
             groups.setdefault(d.shape, []).append(i)
         for idx in groups.values():
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start:start + batch_size]
-                out[chunk] = self._run([pairs[i] for i in chunk])[0]
-        return out if normalized else to_mos(out, self.dataset)
+                yield chunk, self._run([pairs[i] for i in chunk])
 
     def __call__(self, dist, ref=None, *, normalized: bool = False):
         """The score of one image (a float) or of a list (an array), in the training set's MOS
@@ -322,29 +328,25 @@ def predict_files(scorer: Scorer, dists: list[Path], refs: list[Path | None] | N
     refs = [None] * len(dists) if refs is None else refs
     rows = [{"file": str(d), "ref": "" if r is None else str(r), "score": None, "error": ""}
             for d, r in zip(dists, refs)]
-    ready: dict[tuple, list] = {}
+    ready: dict[int, tuple] = {}
     for i, (d, r) in enumerate(zip(dists, refs)):
         try:
             if scorer.full_reference and r is None:
                 raise InputError(f"{d}: no reference found for this full-reference model")
-            pair = scorer._prepare(d, r, str(d))
-            ready.setdefault(pair[0].shape, []).append((i, pair))
+            ready[i] = scorer._prepare(d, r, str(d))
         except (InputError, ValueError, OSError) as err:
             rows[i]["error"] = str(err)
     index = dimension_indices()
-    with tqdm(total=sum(len(v) for v in ready.values()), desc="predict", unit="img") as bar:
-        for items in ready.values():
-            for start in range(0, len(items), batch_size):
-                chunk = items[start:start + batch_size]
-                scores, probs, _ = scorer._run([pair for _, pair in chunk])
-                for k, (i, _) in enumerate(chunk):
-                    rows[i]["score_normalized"] = float(scores[k])
-                    rows[i]["score"] = float(to_mos(scores[k], scorer.dataset))
-                    if probs is not None:
-                        mean = probs[k].mean(axis=0)
-                        for dim, idx in index.items():
-                            rows[i][dim] = PROMPTS[max(idx, key=lambda j: mean[j])].adjective
-                bar.update(len(chunk))
+    with tqdm(total=len(ready), desc="predict", unit="img") as bar:
+        for chunk, (scores, probs, _) in scorer._batches(ready, batch_size):
+            for k, i in enumerate(chunk):
+                rows[i]["score_normalized"] = float(scores[k])
+                rows[i]["score"] = float(to_mos(scores[k], scorer.dataset))
+                if probs is not None:
+                    mean = probs[k].mean(axis=0)
+                    for dim, idx in index.items():
+                        rows[i][dim] = PROMPTS[max(idx, key=lambda j: mean[j])].adjective
+            bar.update(len(chunk))
     return rows
 
 

@@ -192,7 +192,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path, restoring: boo
     graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
     mesh = make_mesh()
     ckpt = checkpoint.Checkpoints(workdir, config.train.max_to_keep)
-    state = _resume(config, ckpt, state, iterator)
+    if not restoring:  # evaluation restores the best checkpoint itself (final_evaluation)
+        state = _resume(config, ckpt, state, iterator)
     state = jax.device_put(state, NamedSharding(mesh, P()))
     step_fn = compile_step(make_train_step(graphdef, tx, schedule, config.seed), mesh)
     return Run(config, workdir, parts, graphdef, state, spe, iterator, step_fn, mesh, ckpt,
