@@ -39,12 +39,17 @@ export PYTHONPATH="/tmp/bpclip_site:$PWD"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"
   "$PY" -c "import jax, flax, torch; print('jax', jax.__version__, jax.devices()); print('flax', flax.__version__, 'torch', torch.__version__)"
 } 2>&1 | tee "$OUT/gpu.txt"
-# Each run may fail alone (the peer is required: --peer yes); the others still run.
+# Each run may fail alone (the peer is required: --peer yes); the others still run. In order of
+# importance: FR against the peer, the input pipeline, NR against the peer, then an A/B of the
+# BatchNorm folding (JAX only).
 set +e
-for mode in fr nr; do
+bench() {  # mode, output stem, extra flags...
+  local mode="$1" stem="$2"; shift 2
   "$PY" benchmarks/throughput.py --mode "$mode" --batch "$BATCH" --crop "$CROP" --dtype bfloat16 \
-    --steps "$STEPS" --peer yes --out "$OUT/throughput_${mode}_bf16.json" \
-    --profile "$OUT/profile_${mode}_bf16.txt" || echo "FAILED: throughput $mode"
-done
+    --steps "$STEPS" --out "$OUT/$stem.json" "$@" || echo "FAILED: throughput $stem"
+}
+bench fr throughput_fr_bf16 --peer yes --profile "$OUT/profile_fr_bf16.txt"
 "$PY" benchmarks/input_pipeline.py --threads 4 --workers 0 --workers 4 --workers 8 --batches 30 \
   --batch "$BATCH" --crop "$CROP" 2>&1 | tee "$OUT/input_pipeline.txt"
+bench nr throughput_nr_bf16 --peer yes --profile "$OUT/profile_nr_bf16.txt"
+bench fr throughput_fr_bf16_nofold --peer no --nofold_bn

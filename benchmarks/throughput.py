@@ -37,6 +37,8 @@ flags.DEFINE_enum("peer", "auto", ["auto", "yes", "no"], "run pyiqa's CFANet too
 flags.DEFINE_string("out", "", "JSON output path")
 flags.DEFINE_string("profile", "", "text file for per-kernel device time of a few profiled steps")
 flags.DEFINE_integer("profile_steps", 5, "train steps traced for --profile")
+flags.DEFINE_bool("fold_bn", True, "fold the frozen BatchNorms into the backbone's convolutions "
+                  "(the model's way); --nofold_bn runs them as separate layers, for an A/B")
 
 # Dense bf16 peak TFLOP/s per device (vendor figures), for the share of peak.
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
@@ -240,8 +242,13 @@ def bench_peer(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup:
 def main(_):
     args = dict(mode=FLAGS.mode, batch=FLAGS.batch, crop=FLAGS.crop, dtype=FLAGS.dtype,
                 steps=FLAGS.steps, warmup=FLAGS.warmup)
+    if not FLAGS.fold_bn:
+        from bpclip_jax.models import resnet
+
+        resnet.conv_bn = lambda conv, bn, x: bn(conv(x))
     profile_steps = FLAGS.profile_steps if FLAGS.profile else 0
-    report = {"config": args, "jax": bench_jax(**args, profile_steps=profile_steps),
+    report = {"config": {**args, "fold_bn": FLAGS.fold_bn},
+              "jax": bench_jax(**args, profile_steps=profile_steps),
               "jax_version": jax.__version__}
     profiles = {"jax": report["jax"].pop("profile")}
     print(json.dumps({"jax": report["jax"]}, indent=1), flush=True)

@@ -2,8 +2,9 @@
 
 BatchNorm is always in inference mode and frozen: its scale, bias and running statistics are
 `FrozenStat` variables, not `nnx.Param`, so they never enter the optimizer, and gradients are
-stopped at them. Padding is explicit (torch semantics), so every level has torch's exact shape
-for any input size, not only multiples of 32.
+stopped at them. Each frozen BatchNorm is folded into the convolution before it (`conv_bn`).
+Padding is explicit (torch semantics), so every level has torch's exact shape for any input size,
+not only multiples of 32.
 """
 
 from __future__ import annotations
@@ -47,16 +48,40 @@ class FrozenBatchNorm(nnx.Module):
         self.mean = FrozenStat(jnp.zeros((features,), jnp.float32))
         self.var = FrozenStat(jnp.ones((features,), jnp.float32))
 
+    def affine(self) -> tuple[jax.Array, jax.Array]:
+        """(mul, shift), float32 [C]: the layer is y = x * mul + shift; no gradient flows to them."""
+        scale, bias, mean, var = (
+            jax.lax.stop_gradient(v[...]) for v in (self.scale, self.bias, self.mean, self.var)
+        )
+        mul = scale * jax.lax.rsqrt(var + BN_EPS)
+        return mul, bias - mean * mul
+
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.calibrating:
             x32 = x.astype(jnp.float32)
             self.mean[...] = x32.mean(axis=(0, 1, 2))
             self.var[...] = x32.var(axis=(0, 1, 2))
-        scale, bias, mean, var = (
-            jax.lax.stop_gradient(v[...]) for v in (self.scale, self.bias, self.mean, self.var)
-        )
-        mul = scale * jax.lax.rsqrt(var + BN_EPS)
-        return x * mul.astype(x.dtype) + (bias - mean * mul).astype(x.dtype)
+        mul, shift = self.affine()
+        return x * mul.astype(x.dtype) + shift.astype(x.dtype)
+
+
+def conv_bn(conv: nnx.Conv, bn: FrozenBatchNorm, x: jax.Array) -> jax.Array:
+    """bn(conv(x)) with the frozen BatchNorm folded into the convolution: conv(x, W * mul) + shift.
+
+    The same function (up to rounding), one pass over the output instead of two: on a GPU, XLA
+    can then fuse the bias, residual and ReLU into the cuDNN convolution. While BatchNorm
+    statistics are being calibrated, the layers run unfolded (the statistics are of conv(x)).
+    """
+    if bn.calibrating:
+        return bn(conv(x))
+    mul, shift = bn.affine()
+    dtype = conv.dtype or x.dtype
+    kernel = (conv.kernel[...] * mul).astype(dtype)
+    strides = (conv.strides,) * 2 if isinstance(conv.strides, int) else tuple(conv.strides)
+    y = jax.lax.conv_general_dilated(x.astype(dtype), kernel, strides, conv.padding,
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     precision=conv.precision)
+    return y + shift.astype(dtype)
 
 
 def calibrate_batchnorm(backbone: nnx.Module, images: jax.Array) -> None:
@@ -109,10 +134,10 @@ class Bottleneck(nnx.Module):
             self.downsample = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = jax.nn.relu(self.bn1(self.conv1(x)))
-        y = jax.nn.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
-        shortcut = x if self.downsample is None else self.downsample[1](self.downsample[0](x))
+        y = jax.nn.relu(conv_bn(self.conv1, self.bn1, x))
+        y = jax.nn.relu(conv_bn(self.conv2, self.bn2, y))
+        y = conv_bn(self.conv3, self.bn3, y)
+        shortcut = x if self.downsample is None else conv_bn(*self.downsample, x)
         return jax.nn.relu(y + shortcut)
 
 
@@ -136,7 +161,7 @@ class ResNet50(nnx.Module):
             setattr(self, f"layer{index}", nnx.List(layer))
 
     def __call__(self, x: jax.Array) -> list[jax.Array]:
-        x = jax.nn.relu(self.bn1(self.conv1(x)))
+        x = jax.nn.relu(conv_bn(self.conv1, self.bn1, x))
         levels = [x]
         x = max_pool_3x3_s2(x)
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
