@@ -19,10 +19,15 @@ from __future__ import annotations
 import collections
 import glob
 import json
+import os
 import tempfile
 import time
 
-import jax
+# The peer runs in this process after JAX: JAX must not reserve 75% of the GPU's memory up front,
+# or torch is left the rest. (Set before jax initializes its backend.)
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
 import numpy as np
 from absl import app, flags
 
@@ -183,12 +188,14 @@ def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: 
 
 def bench_peer(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: int,
                profile_steps: int = 0) -> dict:
-    """pyiqa's CFANet (TOPIQ) with its own best settings: channels-last, bf16 autocast on GPU."""
+    """pyiqa's CFANet (TOPIQ) with its own best settings: channels-last, bf16 autocast on GPU,
+    cuDNN autotuning."""
     import torch
     from pyiqa.archs.topiq_arch import CFANet
 
     cuda = torch.cuda.is_available()
     dev = torch.device("cuda" if cuda else "cpu")
+    torch.backends.cudnn.benchmark = True  # as pyiqa's (BasicSR's) training sets it: autotuned convs
     model = CFANet(pretrained=False, backbone_pretrain=False, use_ref=mode == "fr").to(dev)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
