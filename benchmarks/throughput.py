@@ -119,17 +119,21 @@ def summarize_xspace(path: str, steps: int, top: int = 30) -> str:
 
 
 def profile_jax(fn, steps: int) -> str:
-    """Traces `steps` calls of fn (after it has run once) and summarizes the device time."""
+    """Traces `steps` calls of fn (after it has run once) and summarizes the device time. A
+    profiler that fails (no CUPTI, say) is reported in the text, not raised: the timings stand."""
     jax.block_until_ready(fn())
-    with tempfile.TemporaryDirectory() as tmp:
-        jax.profiler.start_trace(tmp)
-        out = None
-        for _ in range(steps):
-            out = fn()
-        jax.block_until_ready(out)
-        jax.profiler.stop_trace()
-        found = glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)
-        return summarize_xspace(found[0], steps) if found else "the profiler wrote no trace"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            jax.profiler.start_trace(tmp)
+            out = None
+            for _ in range(steps):
+                out = fn()
+            jax.block_until_ready(out)
+            jax.profiler.stop_trace()
+            found = glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True)
+            return summarize_xspace(found[0], steps) if found else "the profiler wrote no trace"
+    except Exception as err:
+        return f"profiling failed: {type(err).__name__}: {err}"
 
 
 def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: int,
@@ -232,18 +236,32 @@ def bench_peer(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup:
         model.train(True)
         activities = [torch.profiler.ProfilerActivity.CPU] + \
             ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
-        with torch.profiler.profile(activities=activities) as prof:
-            for _ in range(profile_steps):
-                train_step()
-            sync()
-        sort = "cuda_time_total" if cuda else "self_cpu_time_total"
-        results["profile"] = f"{profile_steps} train steps\n" + \
-            prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=80)
+        try:
+            with torch.profiler.profile(activities=activities) as prof:
+                for _ in range(profile_steps):
+                    train_step()
+                sync()
+            sort = "cuda_time_total" if cuda else "self_cpu_time_total"
+            results["profile"] = f"{profile_steps} train steps\n" + \
+                prof.key_averages().table(sort_by=sort, row_limit=30, max_name_column_width=80)
+        except Exception as err:  # the timings above stand
+            results["profile"] = f"profiling failed: {type(err).__name__}: {err}"
     if cuda:
         results["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     results["device"] = torch.cuda.get_device_name() if cuda else "cpu"
     results["torch"] = torch.__version__
     return results
+
+
+def _write(report: dict, profiles: dict, args: dict) -> None:
+    """Writes what has been measured so far: a later failure (the peer's, say) loses nothing."""
+    if FLAGS.profile:
+        with open(FLAGS.profile, "w") as f:
+            for name, text in profiles.items():
+                f.write(f"==== {name}: {json.dumps(args)}\n{text}\n\n")
+    if FLAGS.out:
+        with open(FLAGS.out, "w") as f:
+            json.dump(report, f, indent=1)
 
 
 def main(_):
@@ -259,6 +277,7 @@ def main(_):
               "jax_version": jax.__version__}
     profiles = {"jax": report["jax"].pop("profile")}
     print(json.dumps({"jax": report["jax"]}, indent=1), flush=True)
+    _write(report, profiles, args)
     if FLAGS.peer != "no":
         try:
             report["peer"] = bench_peer(**args, profile_steps=profile_steps)
@@ -271,13 +290,7 @@ def main(_):
             report["ratio_train"] = report["jax"]["train_pairs_per_s"] / report["peer"]["train_pairs_per_s"]
             report["ratio_infer"] = report["jax"]["infer_images_per_s"] / report["peer"]["infer_images_per_s"]
     print(json.dumps(report, indent=1))
-    if FLAGS.profile:
-        with open(FLAGS.profile, "w") as f:
-            for name, text in profiles.items():
-                f.write(f"==== {name}: {json.dumps(args)}\n{text}\n\n")
-    if FLAGS.out:
-        with open(FLAGS.out, "w") as f:
-            json.dump(report, f, indent=1)
+    _write(report, profiles, args)
 
 
 if __name__ == "__main__":
