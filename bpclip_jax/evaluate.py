@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from bpclip_jax import metrics
 from data_pipelines import pipeline
@@ -19,31 +21,51 @@ from data_pipelines.records import Record, to_mos
 
 
 @functools.lru_cache(maxsize=8)
-def forward_fn(graphdef):
+def forward_fn(graphdef, out_sharding: NamedSharding | None = None):
     """A jitted (params, frozen, dist, ref) -> scores [B] for one model graph: one compile per
-    input shape, cached across calls."""
+    input shape, cached across calls. With `out_sharding` (replicated over a mesh) the scores of a
+    batch sharded over that mesh come back whole to every process."""
 
-    @jax.jit
     def forward(params, frozen, dist, ref):
         model = nnx.merge(graphdef, params, frozen)
         to_float = lambda x: None if x is None else x.astype(jnp.float32) / 255.0  # noqa: E731
         return model(to_float(dist), to_float(ref))[0]
 
-    return forward
+    return jax.jit(forward, out_shardings=out_sharding)
+
+
+def shard_batch(x: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
+    """A host batch that every process holds whole -> one array split over the mesh's 'data' axis."""
+    sharding = NamedSharding(mesh, P("data"))
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
 def predict(graphdef, params, frozen, records: Sequence[Record], batch_size: int = 1, *,
-            threads: int = 2, desc: str = "evaluate") -> np.ndarray:
-    """Predicted scores ([0,1] scale, higher = better) of `records`, in their order."""
+            threads: int = 2, desc: str = "evaluate", mesh: jax.sharding.Mesh | None = None
+            ) -> np.ndarray:
+    """Predicted scores ([0,1] scale, higher = better) of `records`, in their order.
+
+    With a mesh of several devices the images of each batch are split over them (the batch is
+    rounded up to a multiple of the mesh size, padding masked), so evaluation scales with the
+    devices as training does; every process reads every record and gets every score.
+    """
     from tqdm import tqdm
 
-    forward = forward_fn(graphdef)
+    sharded = mesh is not None and mesh.size > 1
+    if sharded:
+        batch_size = -(-batch_size // mesh.size) * mesh.size
+        params, frozen = jax.device_put((params, frozen), NamedSharding(mesh, P()))
+        forward = forward_fn(graphdef, NamedSharding(mesh, P()))
+        place = lambda x: None if x is None else shard_batch(x, mesh)  # noqa: E731
+    else:
+        forward = forward_fn(graphdef)
+        place = lambda x: x  # noqa: E731
     out = np.full(len(records), np.nan, np.float32)
     iterator = pipeline.loader(pipeline.eval_dataset(records, batch_size), threads=threads)
     with tqdm(total=len(records), desc=desc, unit="img", disable=jax.process_index() != 0,
               leave=False, mininterval=2) as bar:
         for batch in iterator:
-            scores = np.asarray(forward(params, frozen, batch["dist"], batch.get("ref")))
+            scores = np.asarray(forward(params, frozen, place(batch["dist"]), place(batch.get("ref"))))
             mask = batch["mask"]
             out[batch["index"][mask]] = scores[mask]
             bar.update(int(mask.sum()))
@@ -90,9 +112,10 @@ def scatter_plot(path: Path, records: Sequence[Record], pred: np.ndarray, title:
     plt.close(fig)
 
 
-def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | Path) -> dict:
+def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | Path,
+                  mesh: jax.sharding.Mesh | None = None) -> dict:
     """Evaluates every test part of the config (and every cross set) and writes results.json,
-    predictions_<set>_<part>.csv and scatter_<set>_<part>.png in the workdir."""
+    predictions_<set>_<part>.csv and scatter_<set>_<part>.png in the workdir. `mesh`: see predict."""
     from bpclip_jax.data import part_label
 
     workdir = Path(workdir)
@@ -102,7 +125,7 @@ def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | 
         records = parts[part]
         label = part_label(config.data, part)
         pred = predict(graphdef, params, frozen, records, config.data.eval_batch_size,
-                       threads=config.data.threads, desc=f"test {label}")
+                       threads=config.data.threads, desc=f"test {label}", mesh=mesh)
         results[label] = metrics_on(records, pred)
         if jax.process_index() == 0:
             stem = label.replace("/", "_")

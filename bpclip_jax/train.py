@@ -285,7 +285,8 @@ def _end_of_epoch(run: Run, step: int, best: float) -> float:
         return best
     records = run.parts[config.data.select_part]
     pred = evaluate.predict(run.graphdef, run.state.params, run.state.frozen, records,
-                            config.data.eval_batch_size, desc=f"validate ({config.data.select_part})")
+                            config.data.eval_batch_size, desc=f"validate ({config.data.select_part})",
+                            mesh=run.mesh)
     metrics = evaluate.metrics_on(records, pred)
     run.writer.write(step, {f"val/{k}": v for k, v in metrics.items()})
     if metrics["srcc"] > best:
@@ -299,7 +300,7 @@ def final_evaluation(run: Run) -> dict:
     """The best checkpoint (or the last without validation) on every test set of the config."""
     state = run.ckpt.restore_best(jax.tree.map(ocp_abstract, run.state)) or run.state
     results = evaluate.evaluate_sets(run.config, run.parts, run.graphdef, state.params, state.frozen,
-                                     run.workdir)
+                                     run.workdir, mesh=run.mesh)
     run.writer.write(int(state.step), {f"test/{name}/{k}": v for name, m in results.items()
                                        for k, v in m.items()})
     run.ckpt.close()

@@ -47,7 +47,8 @@ def data_config() -> ml_collections.ConfigDict:
         crop=384,                  # training crop (images smaller than it are mirror-padded)
         flips=True,                # random horizontal and vertical flips
         batch_size=16,             # global batch (split over devices and processes)
-        eval_batch_size=1,         # whole images, batched by shape (TOPIQ: 1)
+        eval_batch_size=1,         # whole images, batched by shape (TOPIQ: 1); rounded up to a
+                                   # multiple of the device count (split over the devices)
         threads=2,                 # grain reader threads per process
         workers=0,                 # grain worker processes (0: threads only)
         prefetch=4,                # batches read ahead

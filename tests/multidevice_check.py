@@ -1,4 +1,5 @@
-"""Run in a subprocess with 8 fake CPU devices: two train steps on 1 device and on 8 must agree.
+"""Run in a subprocess with 8 fake CPU devices: two train steps on 1 device and on 8 must agree,
+and so must evaluation's predictions (images split over the 8 devices, the last batch padded).
 
 The optimizer is SGD, whose update is linear in the gradient, so the updated parameters can be
 compared: AdamW's first update is about -lr * sign(g), and a parameter whose gradient is float noise
@@ -8,6 +9,8 @@ for every optimizer. Prints a JSON line; the test asserts on it.
 
 import json
 import os
+import tempfile
+from pathlib import Path
 
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 os.environ["JAX_PLATFORMS"] = "cpu"
@@ -15,10 +18,28 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from flax import nnx  # noqa: E402
 
-from bpclip_jax import train  # noqa: E402
+from bpclip_jax import evaluate, train  # noqa: E402
 from bpclip_jax.models.build import create_model  # noqa: E402
 from configs import base  # noqa: E402
+from data_pipelines import load  # noqa: E402
+from tests import data_fixtures  # noqa: E402
+
+
+def evaluation(config) -> dict:
+    """Predictions of 10 records (3 padded batches of 8 on 8 devices) on 1 device and on 8."""
+    with tempfile.TemporaryDirectory() as tmp:
+        records = load("kadid10k", data_fixtures.kadid(Path(tmp), refs=2, per_ref=5))
+        graphdef, params, frozen = nnx.split(create_model(config.model, seed=0), nnx.Param, ...)
+        single = evaluate.predict(graphdef, params, frozen, records, 4)
+        mesh = train.make_mesh()
+        sharded = evaluate.predict(graphdef, params, frozen, records, 4, mesh=mesh)
+    placed = evaluate.shard_batch(np.zeros((8, 4, 4, 3), np.uint8), mesh)
+    return {"eval_devices": len(placed.sharding.device_set),
+            "eval_finite": bool(np.isfinite(sharded).all()),
+            "eval_spread": float(single.max() - single.min()),
+            "eval_max_abs": float(np.max(np.abs(single - sharded)))}
 
 
 def main():
@@ -53,6 +74,7 @@ def main():
         "max_loss_rel": max(abs(a - b) / abs(a) for a, b in zip(l1, l8)),
         "max_param_abs": max(float(np.max(np.abs(a - b))) for a, b in zip(p1, p8)),
         "max_update": moved,
+        **evaluation(config),
     }))
 
 

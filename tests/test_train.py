@@ -105,7 +105,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert all(np.all(np.isfinite(x)) for x in _leaves(_params(tmp_path, 1)))
 
 
-def test_eight_fake_devices_match_one():
+def test_eight_fake_devices_match_one_in_training_and_evaluation():
     out = subprocess.run([sys.executable, "-m", "tests.multidevice_check"], capture_output=True,
                          text=True, cwd=Path(__file__).parent.parent, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -115,6 +115,9 @@ def test_eight_fake_devices_match_one():
     assert result["max_loss_rel"] < 1e-5
     assert result["max_update"] > 1e-3  # the SGD steps moved the parameters ...
     assert result["max_param_abs"] < 1e-5 * result["max_update"]  # ... alike on 1 and 8 devices
+    # Evaluation split over 8 devices: every record scored, the same scores as on one device.
+    assert result["eval_devices"] == 8 and result["eval_finite"]
+    assert result["eval_max_abs"] < 1e-3 * result["eval_spread"]
 
 
 def test_scorer_from_workdir_reproduces_the_test_predictions(trained):
