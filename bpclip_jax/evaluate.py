@@ -45,27 +45,25 @@ def predict(graphdef, params, frozen, records: Sequence[Record], batch_size: int
             ) -> np.ndarray:
     """Predicted scores ([0,1] scale, higher = better) of `records`, in their order.
 
-    With a mesh of several devices the images of each batch are split over them (the batch is
-    rounded up to a multiple of the mesh size, padding masked), so evaluation scales with the
-    devices as training does; every process reads every record and gets every score.
+    The images of each batch are split over the devices of `mesh` (default: this process's first
+    device); the batch is rounded up to a multiple of the mesh size, padding masked, so evaluation
+    scales with the devices as training does. Every process reads every record and gets every score.
     """
     from tqdm import tqdm
 
-    sharded = mesh is not None and mesh.size > 1
-    if sharded:
-        batch_size = -(-batch_size // mesh.size) * mesh.size
-        params, frozen = jax.device_put((params, frozen), NamedSharding(mesh, P()))
-        forward = forward_fn(graphdef, NamedSharding(mesh, P()))
-        place = lambda x: None if x is None else shard_batch(x, mesh)  # noqa: E731
-    else:
-        forward = forward_fn(graphdef)
-        place = lambda x: x  # noqa: E731
+    if mesh is None:
+        mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), ("data",))
+    batch_size = -(-batch_size // mesh.size) * mesh.size
+    replicated = NamedSharding(mesh, P())
+    params, frozen = jax.device_put((params, frozen), replicated)
+    forward = forward_fn(graphdef, replicated)
     out = np.full(len(records), np.nan, np.float32)
     iterator = pipeline.loader(pipeline.eval_dataset(records, batch_size), threads=threads)
     with tqdm(total=len(records), desc=desc, unit="img", disable=jax.process_index() != 0,
               leave=False, mininterval=2) as bar:
         for batch in iterator:
-            scores = np.asarray(forward(params, frozen, place(batch["dist"]), place(batch.get("ref"))))
+            ref = None if "ref" not in batch else shard_batch(batch["ref"], mesh)
+            scores = np.asarray(forward(params, frozen, shard_batch(batch["dist"], mesh), ref))
             mask = batch["mask"]
             out[batch["index"][mask]] = scores[mask]
             bar.update(int(mask.sum()))
