@@ -61,15 +61,16 @@ def peak_memory(device) -> int | None:
         return None
 
 
-def _timed(fn, steps: int, warmup: int) -> float:
-    """Seconds per call of fn (which returns something to block on), after warm-up."""
+def _timed(fn, steps: int, warmup: int, wait=jax.block_until_ready) -> float:
+    """Seconds per call of fn after warm-up; `wait(out)` blocks until fn's work is done (JAX's
+    block_until_ready by default; a CUDA synchronize for torch)."""
     for _ in range(warmup):
-        jax.block_until_ready(fn())
+        wait(fn())
     start = time.perf_counter()
     out = None
     for _ in range(steps):
         out = fn()
-    jax.block_until_ready(out)
+    wait(out)
     return (time.perf_counter() - start) / steps
 
 
@@ -224,14 +225,7 @@ def bench_peer(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup:
     results = {}
     for name, fn, training in (("train_pairs_per_s", train_step, True), ("infer_images_per_s", infer, False)):
         model.train(training)
-        for _ in range(warmup):
-            fn()
-        sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        sync()
-        results[name] = batch * steps / (time.perf_counter() - start)
+        results[name] = batch / _timed(fn, steps, warmup, wait=lambda _: sync())
     if profile_steps:
         model.train(True)
         activities = [torch.profiler.ProfilerActivity.CPU] + \
