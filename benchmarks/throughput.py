@@ -140,8 +140,8 @@ def profile_jax(fn, steps: int) -> str:
 def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: int,
               profile_steps: int = 0) -> dict:
     from bpclip_jax import train
+    from bpclip_jax.build import create_model
     from bpclip_jax.evaluate import forward_fn
-    from bpclip_jax.models.build import create_model
     from configs import base
 
     config = base.get_config()

@@ -27,6 +27,8 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 
+from bpclip_jax import run_config
+from bpclip_jax.errors import UserError
 from bpclip_jax.models.bpclip import feature_grid
 from bpclip_jax.text import DIMENSIONS, PROMPTS, dimension_indices
 from data_pipelines.images import read_rgb, to_rgb8
@@ -37,7 +39,7 @@ LARGE_SHORT_SIDE = 512   # images whose shorter side exceeds this ...
 SPAQ_SHORT_SIDE = 448    # ... are resized so that it is 448, as the SPAQ protocol does
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """An input that cannot be scored; the message names it."""
 
 
@@ -133,29 +135,19 @@ class Scorer:
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, **kwargs) -> Scorer:
-        """The best checkpoint (else the latest) of a training run; nothing is downloaded."""
-        from bpclip_jax import checkpoint, train
-        from bpclip_jax.models.build import create_model
+        """The selected checkpoint of a training run (its best by validation, else its last), the
+        model built from the run's own config.json; nothing is downloaded."""
+        from bpclip_jax import train
 
-        workdir = Path(workdir)
-        config = _read_config(workdir / "config.json")
-        model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=True)
-        tx, _ = train.make_optimizer(config.optim, 1)
-        graphdef, state = train.create_train_state(model, tx, config.train.freeze_backbone)
-        ckpt = checkpoint.Checkpoints(workdir)
-        restored = ckpt.restore_best(jax.tree.map(train.ocp_abstract, state))
-        ckpt.close()
-        if restored is None:
-            raise FileNotFoundError(f"{workdir} holds no checkpoint")
-        model = nnx.merge(graphdef, restored.params, restored.frozen)
-        return cls(model, config, dataset=config.data.dataset, **kwargs)
+        graphdef, params, frozen, _, _, config = train.load_trained(workdir)
+        return cls(nnx.merge(graphdef, params, frozen), config, dataset=config.data.dataset, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs) -> Scorer:
         """An exported model directory (see `export`), verified: every problem is named."""
         from safetensors.numpy import load_file
 
-        from bpclip_jax.models.build import create_model
+        from bpclip_jax.build import create_model
         from bpclip_jax.weights import assign_strict
 
         path = Path(path)
@@ -165,7 +157,7 @@ class Scorer:
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("format") != EXPORT_FORMAT:
             raise ValueError(f"{path}/meta.json: format {meta.get('format')}, expected {EXPORT_FORMAT}")
-        config = _read_config(path / "config.json")
+        config = run_config.read(path / "config.json")
         model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=True)
         assign_strict(model, load_file(path / "model.safetensors"),
                       key_of=lambda p: "/".join(str(k) for k in p), what=f"{path}/model.safetensors")
@@ -375,26 +367,31 @@ def format_table(rows: list[dict], limit: int = 50) -> str:
     return "\n".join(lines)
 
 
+def predict_command(cfg, workdir) -> None:
+    """`main.py --mode predict`: scores cfg.inputs with the workdir's model, writes the CSV."""
+    if not cfg.inputs:
+        raise UserError("--mode predict needs --config.predict.inputs=DIR_OR_GLOB")
+    dists = list_images(cfg.inputs)
+    refs = pair_references(dists, cfg.refs) if cfg.refs else None
+    scorer = Scorer.from_workdir(workdir, size_step=cfg.size_step)
+    rows = predict_files(scorer, dists, refs, cfg.batch_size)
+    output = Path(cfg.output or Path(workdir) / "predictions.csv")
+    write_rows(output, rows)
+    print(format_table(rows))
+    failed = sum(bool(r["error"]) for r in rows)
+    print(f"{len(rows) - failed} scored, {failed} failed; {scorer.compiled_shapes()} input shapes "
+          f"compiled; wrote {output}")
+
+
+def export_command(cfg, workdir) -> None:
+    """`main.py --mode export`: writes the workdir's model to cfg.path."""
+    if not cfg.path:
+        raise UserError("--mode export needs --config.export.path=DIR")
+    print(f"exported to {Scorer.from_workdir(workdir).export(cfg.path)}")
+
+
 def _name(x, index: int) -> str:
     return str(x) if isinstance(x, str | Path) else f"image {index}"
-
-
-def _read_config(path: Path) -> ml_collections.ConfigDict:
-    from configs import base
-
-    config = base.get_config()
-    config.update_from_flattened_dict(_flatten(json.loads(path.read_text())))
-    return config
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "cross":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-    return flat
 
 
 __all__ = ["DIMENSIONS", "Explanation", "InputError", "Scorer"]

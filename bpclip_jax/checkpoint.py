@@ -1,65 +1,276 @@
-"""Orbax checkpoints in WORKDIR/checkpoints: `latest/` (model, optimizer, step and the data
-iterator, `max_to_keep` of them) and `best/` (the best by validation SRCC, kept apart).
+"""Checkpoints in WORKDIR/checkpoints that a kill, a full disk or a flipped byte cannot turn into a
+wrong number.
 
-Resume order (train.py): the workdir's own latest checkpoint, then `config.init_from` (its best,
-else its latest: parameters and frozen statistics only), then the pretrained weights.
+    frozen/0/        what training never changes (BatchNorm statistics, the text features, a frozen
+                     backbone), written once
+    latest/<step>/   trained parameters, optimizer state and the run's record (validation history
+                     and the selected step), `max_to_keep` of them
+    best/<step>/     the selected parameters (no optimizer state: nothing resumes from them)
+    best.json        a readable copy of the selection; rebuilt from the checkpoints when damaged
+    corrupt/         step folders that failed verification, moved aside (never deleted)
+
+Every item is written through orbax (a temporary folder renamed when complete) with a `meta` item
+holding a CRC-32 of every array. A restore recomputes them: a step that does not read back
+identical, or holds a non-finite value, is reported with its path and moved to corrupt/, and the
+restore falls back to the previous step; only when none is left does it stop, naming the folders.
+
+The record in the newest `latest` step is the run's truth: the best step is what it names. At an
+epoch's end the trainer validates, saves `best` if improved, then `latest` (with the record), and
+only then removes best steps the record no longer names, so a kill at any instant leaves a record
+whose best checkpoint exists.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
+import time
+import zlib
 from pathlib import Path
 
-import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from bpclip_jax.errors import WorkdirError
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(WorkdirError):
+    """No usable checkpoint is left where one was expected; the message names the folders."""
+
+
+def checksums(tree) -> dict[str, int]:
+    """{path: CRC-32 of the array's bytes} of every leaf (host copies: one transfer per save)."""
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    return {jax.tree_util.keystr(path): zlib.crc32(np.ascontiguousarray(leaf).view(np.uint8))
+            for path, leaf in leaves}
+
+
+def all_finite(tree) -> bool:
+    return all(bool(np.all(np.isfinite(x))) for x in jax.tree.leaves(jax.device_get(tree))
+               if np.issubdtype(np.asarray(x).dtype, np.inexact))
+
+
+def verify(tree, meta: dict, where: Path) -> None:
+    """Raises ValueError naming the first array whose bytes differ from those saved at `where`."""
+    expected = meta.get("checksums")
+    if not isinstance(expected, dict):
+        raise ValueError(f"{where}: its meta item has no checksums")
+    actual = checksums(tree)
+    if set(actual) != set(expected):
+        missing, extra = sorted(set(expected) - set(actual)), sorted(set(actual) - set(expected))
+        raise ValueError(f"{where}: arrays differ from those saved (missing {missing[:3]}, "
+                         f"extra {extra[:3]})")
+    for key, crc in actual.items():
+        if crc != expected[key]:
+            raise ValueError(f"{where}: {key} does not read back as saved (checksum mismatch)")
+    if not all_finite(tree):
+        raise ValueError(f"{where}: holds non-finite values")
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x,
+                        tree)
+
+
+def _manager(directory: Path, max_to_keep: int | None) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           cleanup_tmp_directories=True,
+                                           enable_async_checkpointing=False)
+    return ocp.CheckpointManager(directory, options=options,
+                                 item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                                "meta": ocp.JsonCheckpointHandler()})
 
 
 class Checkpoints:
-    def __init__(self, workdir: str | Path, max_to_keep: int = 2):
-        root = Path(workdir).absolute() / "checkpoints"
-        self.best_file = root / "best.json"
-        self.latest = ocp.CheckpointManager(
-            root / "latest", options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-            item_handlers={"state": ocp.StandardCheckpointHandler(),
-                           "data": grain.checkpoint.CheckpointHandler()})
-        self.best = ocp.CheckpointManager(
-            root / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
-            item_handlers={"state": ocp.StandardCheckpointHandler()})
+    """The checkpoints of one workdir. `abstract` arguments are trees of arrays (or of
+    ShapeDtypeStructs) of the shapes to restore."""
 
-    def save_latest(self, step: int, state, iterator) -> None:
-        self.latest.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(iterator)))
-        self.latest.wait_until_finished()
+    def __init__(self, workdir: str | Path, max_to_keep: int = 2, *, create: bool = True):
+        """create=False (evaluation, export) reads what exists and creates no folder."""
+        self.root = Path(workdir).absolute() / "checkpoints"
+        self.best_file = self.root / "best.json"
+        if not create and not (self.root / "latest").is_dir():
+            raise CheckpointError(f"{self.root.parent} holds no checkpoint; train first")
+        folders = {name: self.root / name for name in ("latest", "best", "frozen")}
+        self.latest = _manager(folders["latest"], max_to_keep)
+        self.best = _manager(folders["best"], None)  # pruned by hand: see the module docstring
+        self.frozen = _manager(folders["frozen"], 1)
 
-    def save_best(self, step: int, state, metrics: dict) -> None:
-        self.best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=True)
-        self.best.wait_until_finished()
-        if jax.process_index() == 0:
-            self.best_file.write_text(json.dumps({"step": step, **metrics}, indent=1))
+    # ------------------------------------------------------------------ saving
 
-    def best_metrics(self) -> dict | None:
-        return json.loads(self.best_file.read_text()) if self.best_file.is_file() else None
+    def _save(self, manager: ocp.CheckpointManager, step: int, tree, meta: dict) -> None:
+        if step in manager.all_steps():  # left by an attempt that was killed before its record
+            manager.delete(step)
+        meta = {**meta, "step": step, "checksums": checksums(tree)}
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                   meta=ocp.args.JsonSave(meta)), force=True)
+        manager.wait_until_finished()
 
-    def restore_latest(self, abstract_state, iterator):
-        """The latest state (the iterator is restored in place), or None when there is none."""
-        step = self.latest.latest_step()
-        if step is None:
-            return None
-        restored = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(iterator)))
-        return restored["state"]
+    def discard_unrecorded(self) -> None:
+        """A run starting anew: best and frozen steps left without a latest record (a run killed
+        before its first checkpoint) describe nothing; remove them."""
+        for manager in (self.best, self.frozen):
+            for step in manager.all_steps():
+                manager.delete(step)
 
-    def restore_best(self, abstract_state):
-        """The best state, else the latest (runs without validation), or None."""
-        for manager in (self.best, self.latest):
-            step = manager.latest_step()
-            if step is not None:
-                return manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state)))["state"]
+    def save_frozen(self, frozen) -> None:
+        """The parts training never changes; written once per run."""
+        if self.frozen.latest_step() is None:
+            self._save(self.frozen, 0, frozen, {})
+
+    def save_latest(self, step: int, state, record: dict) -> None:
+        """The resumable state (without `frozen`) and the run's record after `step`."""
+        self._save(self.latest, step, state, {"record": record})
+        keep = (record.get("best") or {}).get("step")
+        for old in self.best.all_steps():
+            if old != keep:
+                self.best.delete(old)
+        self.write_best_file(record)
+
+    def save_best(self, step: int, params, metrics: dict) -> None:
+        self._save(self.best, step, params, {"metrics": metrics})
+
+    def write_best_file(self, record: dict) -> None:
+        if jax.process_index() == 0 and record.get("best"):
+            tmp = self.best_file.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(record["best"], indent=1) + "\n")
+            tmp.replace(self.best_file)
+
+    # ------------------------------------------------------------------ restoring
+
+    def _restore(self, manager: ocp.CheckpointManager, step: int, abstract) -> tuple[object, dict]:
+        """(tree, meta) of one step, verified; raises on anything unreadable or altered."""
+        where = Path(manager.directory) / str(step)
+        restored = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(abstract)), meta=ocp.args.JsonRestore()))
+        meta = restored["meta"]
+        if not isinstance(meta, dict) or meta.get("step") != step:
+            raise ValueError(f"{where}: its meta item does not describe step {step}")
+        verify(restored["state"], meta, where)
+        return restored["state"], meta
+
+    def _quarantine(self, manager: ocp.CheckpointManager, step: int, reason: str) -> Path:
+        source = Path(manager.directory) / str(step)
+        target = self.root / "corrupt" / f"{source.parent.name}-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if jax.process_index() == 0 and source.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(source), str(target))
+        log.warning("checkpoint %s is unusable (%s); moved to %s", source, reason, target)
+        manager.reload()
+        return target
+
+    def _newest_good(self, manager: ocp.CheckpointManager, abstract, steps=None):
+        """(step, tree, meta) of the newest step that verifies, moving bad ones aside; None if the
+        manager holds no step. Raises CheckpointError when steps exist but none verifies."""
+        steps = sorted(manager.all_steps() if steps is None else steps, reverse=True)
+        failures = []
+        for step in steps:
+            try:
+                tree, meta = self._restore(manager, step, abstract)
+            except Exception as err:  # noqa: BLE001  (any failure to read back is a bad step)
+                reason = _one_line(err)
+                failures.append(f"{Path(manager.directory) / str(step)} ({reason})")
+                self._quarantine(manager, step, reason)
+                continue
+            if failures:
+                log.warning("fell back to %s", Path(manager.directory) / str(step))
+            return step, tree, meta
+        if failures:
+            raise CheckpointError(
+                f"no usable checkpoint left in {manager.directory}: {'; '.join(failures)}. The bad "
+                f"steps are in {self.root / 'corrupt'}; restore them from a backup or train anew in "
+                f"another --workdir")
         return None
 
+    def restore_frozen(self, abstract):
+        found = self._newest_good(self.frozen, abstract)
+        if found is None:
+            raise CheckpointError(f"{self.frozen.directory} holds no checkpoint of the frozen parts")
+        return found[1]
+
+    def restore_latest(self, abstract) -> tuple[int, object, dict] | None:
+        """(step, state, record) of the newest good `latest` step, or None when there is none."""
+        found = self._newest_good(self.latest, abstract)
+        if found is None:
+            return None
+        step, state, meta = found
+        return step, state, meta.get("record") or {}
+
+    def record(self) -> dict | None:
+        """The run's record (validation history, best step) from the newest readable latest step's
+        meta item, without restoring arrays; None when there is no latest step."""
+        for step in sorted(self.latest.all_steps(), reverse=True):
+            try:
+                meta = self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            except Exception:  # noqa: BLE001  (an unreadable step: an older one may do)
+                continue
+            if isinstance(meta, dict) and meta.get("step") == step:
+                return {**(meta.get("record") or {}), "last_step": step}
+        return None
+
+    def restore_selected(self, abstract_params, abstract_state) -> tuple[int, object, str]:
+        """(step, params, how) of the checkpoint a run reports: its best step when it validated
+        ('best'), else its last one ('last'). abstract_params: {'params': tree}; abstract_state: a
+        latest item. The best checkpoint has no fallback (another step would be another selection),
+        except the same step in latest/ when it is still kept there."""
+        record = self.record()
+        if record is None:
+            steps = self.best.all_steps()
+            if len(steps) != 1:
+                raise CheckpointError(f"{self.root} holds no readable record of a run (latest/ has no "
+                                      f"usable step); nothing to evaluate")
+            record = {"best": {"step": steps[0]}}
+        best = (record.get("best") or {}).get("step")
+        if best is None:
+            step, state, _ = self.restore_latest(abstract_state)
+            return step, state["params"], "last"
+        try:
+            return best, self._restore(self.best, best, abstract_params)[0]["params"], "best"
+        except Exception as err:  # noqa: BLE001
+            reason = _one_line(err)
+        if best in self.latest.all_steps():
+            try:
+                state = self._restore(self.latest, best, abstract_state)[0]
+                log.warning("the best checkpoint %s is unusable (%s); read step %d from latest/",
+                            Path(self.best.directory) / str(best), reason, best)
+                return best, state["params"], "best"
+            except Exception:  # noqa: BLE001
+                pass
+        raise CheckpointError(
+            f"the selected checkpoint {Path(self.best.directory) / str(best)} is unusable ({reason}) "
+            f"and no copy of step {best} is left; another step would be another selection, so "
+            f"nothing is evaluated. Restore it from a backup or train again")
+
+    def check_best_file(self, record: dict) -> None:
+        """Rewrites best.json from the record when it is missing, unreadable or disagrees."""
+        if jax.process_index() != 0 or not record.get("best"):
+            return
+        problem = None
+        if not self.best_file.is_file():
+            problem = "missing"
+        else:
+            try:
+                if json.loads(self.best_file.read_text()) != record["best"]:
+                    problem = "it disagrees with the checkpoints' record"
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                problem = f"unreadable: {err}"
+        if problem:
+            self.write_best_file(record)
+            log.warning("rebuilt %s from the checkpoints' record (%s)", self.best_file, problem)
+
+    def has_checkpoints(self) -> bool:
+        return bool(self.latest.all_steps() or self.best.all_steps())
+
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        for manager in (self.latest, self.best, self.frozen):
+            manager.close()
+
+
+def _one_line(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}".strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+

@@ -26,7 +26,8 @@ def ensure_synthetic(data: ml_collections.ConfigDict) -> None:
 
 def load_parts(data: ml_collections.ConfigDict) -> dict[str, list[data_pipelines.Record]]:
     """{part: records} of the main set (split by data.ratios and data.split_seed, or KonIQ's
-    official split), plus every whole cross set as part '<name>/all'."""
+    official split), a 'val' part held out of the training part when the split has none and
+    data.val_holdout asks, plus every whole cross set as part '<name>/all'."""
     ensure_synthetic(data)
     if data.official_split:
         if data.dataset != "koniq10k":
@@ -36,12 +37,32 @@ def load_parts(data: ml_collections.ConfigDict) -> dict[str, list[data_pipelines
         records = data_pipelines.load(data.dataset, data.root)
         parts = data_pipelines.split(records, tuple(data.ratios), data.split_seed,
                                      by_content=data.by_content)
+    if data.val_holdout and data.select_part == "val" and "val" not in parts:
+        parts[data.train_part], parts["val"] = hold_out(parts[data.train_part], data)
     for name, root in data.cross.items():
         parts[f"{name}/all"] = data_pipelines.load(name, root)
     for needed in (data.train_part, data.select_part, *data.test_parts):
         if needed and needed not in parts:
             raise ValueError(f"config names part {needed!r}, the data has {sorted(parts)}")
     return parts
+
+
+HOLDOUT_SEED = 1_000_003  # the held-out draw's seed is this plus the split's: its own stream
+
+
+def hold_out(records: list, data: ml_collections.ConfigDict) -> tuple[list, list]:
+    """(the rest, the validation part): a data.val_holdout share of a training part, by content
+    where the set has contents (data.by_content), seeded with the split (data.split_seed). The test
+    part is untouched, so a run selecting on this part and one selecting on test (the pyiqa/TOPIQ
+    practice) report on the same images."""
+    if not 0 < data.val_holdout < 1:
+        raise ValueError(f"data.val_holdout must be in (0, 1), got {data.val_holdout}")
+    parts = data_pipelines.split(records, (1 - data.val_holdout, data.val_holdout),
+                                 HOLDOUT_SEED + data.split_seed, by_content=data.by_content)
+    if not parts["test"]:
+        raise ValueError(f"data.val_holdout={data.val_holdout} of {len(records)} training records "
+                         f"holds out nothing to validate on")
+    return parts["train"], parts["test"]
 
 
 def part_label(data: ml_collections.ConfigDict, part: str) -> str:

@@ -49,7 +49,7 @@ def predict(graphdef, params, frozen, records: Sequence[Record], batch_size: int
     device); the batch is rounded up to a multiple of the mesh size, padding masked, so evaluation
     scales with the devices as training does. Every process reads every record and gets every score.
     """
-    from tqdm import tqdm
+    from bpclip_jax import progress
 
     if mesh is None:
         mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), ("data",))
@@ -59,8 +59,7 @@ def predict(graphdef, params, frozen, records: Sequence[Record], batch_size: int
     forward = forward_fn(graphdef, replicated)
     out = np.full(len(records), np.nan, np.float32)
     iterator = pipeline.loader(pipeline.eval_dataset(records, batch_size), threads=threads)
-    with tqdm(total=len(records), desc=desc, unit="img", disable=jax.process_index() != 0,
-              leave=False, mininterval=2) as bar:
+    with progress.bar(len(records), desc, "img", leave=False) as bar:
         for batch in iterator:
             ref = None if "ref" not in batch else shard_batch(batch["ref"], mesh)
             scores = np.asarray(forward(params, frozen, shard_batch(batch["dist"], mesh), ref))
@@ -110,15 +109,27 @@ def scatter_plot(path: Path, records: Sequence[Record], pred: np.ndarray, title:
     plt.close(fig)
 
 
+def _atomic(path: Path, write, *args) -> Path:
+    """Calls write(tmp, *args) then renames tmp to path: a kill leaves the old file or the new,
+    whole (tmp keeps the suffix: matplotlib picks the format by it)."""
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    write(tmp, *args)
+    tmp.replace(path)
+    return path
+
+
 def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | Path,
-                  mesh: jax.sharding.Mesh | None = None) -> dict:
-    """Evaluates every test part of the config (and every cross set) and writes results.json,
-    predictions_<set>_<part>.csv and scatter_<set>_<part>.png in the workdir. `mesh`: see predict."""
+                  mesh: jax.sharding.Mesh | None = None, selection: dict | None = None
+                  ) -> tuple[dict, list[Path]]:
+    """Evaluates every test part of the config (and every cross set), writes results.json,
+    predictions_<set>_<part>.csv and scatter_<set>_<part>.png in the workdir (each written whole or
+    not at all) and returns (results, the files written). `selection` (which checkpoint, chosen
+    how) is stored in results.json under "selection". `mesh`: see predict."""
     from bpclip_jax.data import part_label
 
     workdir = Path(workdir)
     names = list(config.data.test_parts) + [p for p in parts if p.endswith("/all")]
-    results = {}
+    results, written = {}, []
     for part in dict.fromkeys(names):
         records = parts[part]
         label = part_label(config.data, part)
@@ -127,10 +138,14 @@ def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | 
         results[label] = metrics_on(records, pred)
         if jax.process_index() == 0:
             stem = label.replace("/", "_")
-            write_predictions(workdir / f"predictions_{stem}.csv", records, pred)
-            scatter_plot(workdir / f"scatter_{stem}.png", records, pred, label)
-        print(f"{label}: " + ", ".join(f"{k} {v:.4f}" if k != "n" else f"n {v}"
-                                       for k, v in results[label].items()), flush=True)
+            written.append(_atomic(workdir / f"predictions_{stem}.csv", write_predictions, records, pred))
+            written.append(_atomic(workdir / f"scatter_{stem}.png", scatter_plot, records, pred, label))
+        if jax.process_index() == 0:
+            print(f"{label}: " + ", ".join(f"{k} {v:.4f}" if k != "n" else f"n {v}"
+                                           for k, v in results[label].items()), flush=True)
+    if selection is not None:
+        results = {"selection": selection, **results}
     if jax.process_index() == 0:
-        (workdir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    return results
+        written.insert(0, _atomic(workdir / "results.json", Path.write_text,
+                                  json.dumps(results, indent=1) + "\n"))
+    return results, written

@@ -1,16 +1,21 @@
-"""Training: the state, one pure jitted train step, and train_and_evaluate (DESIGN.md section 4).
+"""Training: the state, one pure jitted train step, and train_and_evaluate (the paper's Sec. IV-A
+protocol on TOPIQ's recipe; docs/design.md).
 
-The step is data parallel over every device (mesh axis 'data'): the global batch is sharded, the
-state replicated, the state buffers donated. Only nnx.Param enters the optimizer; BatchNorm
-statistics and the text features (`frozen`) ride along unchanged. The host syncs with the device
-only at logging steps and epoch ends.
+The step is data parallel over every device of every process (mesh axis 'data'): the global batch
+is sharded, the state replicated, the state buffers donated. Only nnx.Param enters the optimizer;
+BatchNorm statistics and the text features (`frozen`) ride along unchanged. The host syncs with the
+device only at logging steps and epoch ends.
+
+A run's outputs never depend on where it was interrupted: the data stream is a function of the
+step (data_pipelines.pipeline.train_dataset), an epoch ends with validate -> save best -> save
+latest (with the run's record), and a rerun of the same command resumes from the newest checkpoint
+that verifies (bpclip_jax.checkpoint).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +31,10 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bpclip_jax import checkpoint, evaluate
+from bpclip_jax import checkpoint, evaluate, lock, progress, run_config
+from bpclip_jax.build import create_model
+from bpclip_jax.errors import WorkdirError
 from bpclip_jax.models.bpclip import BPCLIP
-from bpclip_jax.models.build import create_model
 from bpclip_jax.models.resnet import calibrate_batchnorm
 from bpclip_jax.writer import MetricWriter
 from data_pipelines import pipeline
@@ -36,8 +42,11 @@ from data_pipelines import pipeline
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the first such step."""
+class NonFiniteError(FloatingPointError):
+    """The loss or the trained state became NaN or infinite; the message names the first such step."""
+
+
+NonFiniteLossError = NonFiniteError  # the name of earlier releases
 
 
 @flax.struct.dataclass
@@ -46,6 +55,10 @@ class TrainState:
     params: nnx.State       # nnx.Param: the trained parameters
     frozen: nnx.State       # BatchNorm statistics, text features: never updated
     opt_state: optax.OptState
+
+    def resumable(self) -> dict:
+        """What a `latest` checkpoint holds: everything but `frozen` (saved once per run)."""
+        return {"step": self.step, "params": self.params, "opt_state": self.opt_state}
 
 
 # ------------------------------------------------------------------------------ schedule, optimizer
@@ -88,8 +101,15 @@ def images(batch: dict, key: str) -> jax.Array | None:
     return None if key not in batch else batch[key].astype(jnp.float32) / 255.0
 
 
+def _finite(tree) -> jax.Array:
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable, seed: int):
-    """The pure step: (state, batch) -> (state, metrics). MSE on the normalized scores."""
+    """The pure step: (state, batch) -> (state, metrics). MSE on the normalized scores. The
+    metrics include `finite`: whether the updated parameters and optimizer state are all finite
+    (one reduction on the device, read at the next log step)."""
     base_key = jax.random.key(seed)
 
     def train_step(state: TrainState, batch: dict):
@@ -104,7 +124,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, "lr": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": loss, "lr": schedule(state.step), "grad_norm": optax.global_norm(grads),
+                   "finite": _finite((params, opt_state))}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
@@ -123,7 +144,7 @@ def compile_step(train_step, mesh: jax.sharding.Mesh):
 
 
 def to_global(batch: dict, mesh: jax.sharding.Mesh) -> dict:
-    """Host batch (this process's share) -> global arrays sharded over 'data'."""
+    """Host batch (this process's rows of the global batch) -> global arrays sharded over 'data'."""
     sharding = NamedSharding(mesh, P("data"))
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
@@ -133,7 +154,11 @@ def to_global(batch: dict, mesh: jax.sharding.Mesh) -> dict:
 
 @dataclasses.dataclass
 class Run:
-    """What train_and_evaluate sets up once: data parts, model graph, step, checkpoints."""
+    """What train_and_evaluate sets up once: data parts, model graph, step, checkpoints, record.
+
+    record: {'history': [{'step', 'srcc', 'plcc'}, ...], 'best': {'step', 'srcc', 'plcc', 'part'}
+    or None}: every validation so far and the selected step, saved with every latest checkpoint.
+    """
 
     config: ml_collections.ConfigDict
     workdir: Path
@@ -146,12 +171,14 @@ class Run:
     mesh: jax.sharding.Mesh
     ckpt: checkpoint.Checkpoints
     writer: MetricWriter
+    record: dict
 
 
 def _steps_per_epoch(config, n_train: int) -> int:
     spe = config.train.steps_per_epoch or n_train // config.data.batch_size
     if spe < 1:
-        raise ValueError(f"{n_train} training records cannot fill one batch of {config.data.batch_size}")
+        raise WorkdirError(f"{n_train} training records cannot fill one batch of "
+                           f"data.batch_size={config.data.batch_size}")
     return spe
 
 
@@ -170,90 +197,123 @@ def _initial_model(config, train_records, restoring: bool = False) -> BPCLIP:
     return model
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str | Path, restoring: bool = False) -> Run:
+def data_seed(config) -> int:
+    """The seed of the training stream (shuffle, crops, flips): the split's and the run's."""
+    return config.data.split_seed * 1000 + config.seed
+
+
+def _check_batch(config) -> None:
+    if config.data.batch_size % jax.device_count():
+        raise WorkdirError(f"data.batch_size={config.data.batch_size} must divide over the "
+                           f"{jax.device_count()} devices")
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
+    """Everything a training run needs, resumed from the workdir's newest good checkpoint when it
+    has one (refusing a config that differs from the run's own), else from `init_from`, else new."""
     from bpclip_jax import data
 
     workdir = Path(workdir)
-    parts = data.load_parts(config.data)
+    _check_batch(config)
+    ckpt = checkpoint.Checkpoints(workdir, config.train.max_to_keep)
+    resuming = bool(ckpt.latest.all_steps())
+    if resuming:
+        run_config.check_resume(run_config.read(workdir), config, workdir)
+    parts = data.load_parts(config.data)  # every row validated before the first step
     train_records = parts[config.data.train_part]
-    n_proc = jax.process_count()
-    if config.data.batch_size % jax.device_count():
-        raise ValueError(f"batch_size {config.data.batch_size} must divide over "
-                         f"{jax.device_count()} devices")
     spe = _steps_per_epoch(config, len(train_records))
+    tx, schedule = make_optimizer(config.optim, spe)
+    model = _initial_model(config, train_records, restoring=resuming)
+    graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
+    record = {"history": [], "best": None}
+    if resuming:
+        state, record = _resume(ckpt, state)
+    else:
+        ckpt.discard_unrecorded()
+        if config.init_from:
+            state = _init_from(config.init_from, state)
+        ckpt.save_frozen(state.frozen)
+    start = int(state.step)
+    writer = MetricWriter(workdir, resume_step=start if resuming else None)
+    run_config.write(config, workdir) if jax.process_index() == 0 else None
+    mesh = make_mesh()
+    state = jax.device_put(state, NamedSharding(mesh, P()))
     dataset = pipeline.train_dataset(
-        train_records, batch_size=config.data.batch_size // n_proc, crop=config.data.crop,
-        seed=config.data.split_seed * 1000 + config.seed, flips=config.data.flips,
-        shard=(jax.process_index(), n_proc))
+        train_records, batch_size=config.data.batch_size, crop=config.data.crop,
+        seed=data_seed(config), flips=config.data.flips,
+        process=(jax.process_index(), jax.process_count()), start_step=start)
     iterator = pipeline.loader(dataset, threads=config.data.threads, workers=config.data.workers,
                                prefetch=config.data.prefetch)
-    tx, schedule = make_optimizer(config.optim, spe)
-    model = _initial_model(config, train_records, restoring)
-    graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
-    mesh = make_mesh()
-    ckpt = checkpoint.Checkpoints(workdir, config.train.max_to_keep)
-    if not restoring:  # evaluation restores the best checkpoint itself (final_evaluation)
-        state = _resume(config, ckpt, state, iterator)
-    state = jax.device_put(state, NamedSharding(mesh, P()))
     step_fn = compile_step(make_train_step(graphdef, tx, schedule, config.seed), mesh)
-    return Run(config, workdir, parts, graphdef, state, spe, iterator, step_fn, mesh, ckpt,
-               MetricWriter(workdir))
+    return Run(config, workdir, parts, graphdef, state, spe, iterator, step_fn, mesh, ckpt, writer,
+               record)
 
 
-def _resume(config, ckpt: checkpoint.Checkpoints, state: TrainState, iterator) -> TrainState:
-    abstract = jax.tree.map(ocp_abstract, state)
-    restored = ckpt.restore_latest(abstract, iterator)
-    if restored is not None:
-        log.info("resuming from %s at step %d", ckpt.latest.directory, int(restored.step))
-        return restored
-    if config.init_from:
-        other = checkpoint.Checkpoints(config.init_from)
-        loaded = other.restore_best(abstract)
+def _resume(ckpt: checkpoint.Checkpoints, state: TrainState) -> tuple[TrainState, dict]:
+    frozen = ckpt.restore_frozen(state.frozen)
+    found = ckpt.restore_latest(state.resumable())
+    step, saved, record = found
+    ckpt.check_best_file(record)
+    log.info("resuming from %s at step %d", Path(ckpt.latest.directory) / str(step), step)
+    return state.replace(step=saved["step"], params=saved["params"], opt_state=saved["opt_state"],
+                         frozen=frozen), {"history": record.get("history", []), "best": record.get("best")}
+
+
+def _init_from(source: str, state: TrainState) -> TrainState:
+    """Parameters and frozen parts of another run's selected checkpoint (optimizer state fresh)."""
+    if not Path(source, "checkpoints").is_dir():
+        raise WorkdirError(f"init_from={source} holds no checkpoints/ folder")
+    other = checkpoint.Checkpoints(source)
+    try:
+        frozen = other.restore_frozen(state.frozen)
+        step, params, _ = other.restore_selected(state.params, state.resumable())
+    finally:
         other.close()
-        if loaded is None:
-            raise FileNotFoundError(f"init_from={config.init_from} holds no checkpoint")
-        log.info("initialized from %s", config.init_from)
-        return state.replace(params=loaded.params, frozen=loaded.frozen)
-    return state
+    log.info("initialized from %s (step %d)", source, step)
+    return state.replace(params=params, frozen=frozen)
 
 
-def ocp_abstract(x):
-    return jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x
-
-
-def _check_finite(losses: np.ndarray, first_step: int) -> None:
-    bad = np.flatnonzero(~np.isfinite(losses))
-    if bad.size:
-        raise NonFiniteLossError(
-            f"the loss is {losses[bad[0]]} at step {first_step + int(bad[0]) + 1}; training stopped, "
-            f"the last good checkpoint is kept")
+def _fail_non_finite(fetched: list[dict], first_step: int, ckpt: checkpoint.Checkpoints) -> None:
+    """Raises NonFiniteError at the first step whose loss or updated state is not finite."""
+    for offset, m in enumerate(fetched):
+        step = first_step + offset + 1
+        problem = (f"the loss is {m['loss']}" if not np.isfinite(m["loss"]) else
+                   "the parameters or optimizer state became non-finite (inf/NaN) in its update"
+                   if not m["finite"] else None)
+        if problem:
+            last = ckpt.latest.latest_step()
+            kept = (f"the last good checkpoint is {Path(ckpt.latest.directory) / str(last)}"
+                    if last is not None else "no checkpoint was saved yet")
+            raise NonFiniteError(f"step {step}: {problem}; training stopped and nothing non-finite "
+                                 f"was saved ({kept}). Lower optim.lr or check the data")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
-    """Trains as the config says, selects the best checkpoint on the validation part, evaluates it
-    on the test parts and writes WORKDIR/results.json (+ predictions CSV and scatter plots)."""
-    run = setup(config, workdir)
-    run.writer.write_config(config)
-    total = config.optim.epochs * run.steps_per_epoch
-    stop = min(total, config.train.stop_at_step or total)
-    step = int(run.state.step)
-    if step < stop:
-        _train_loop(run, step, stop)
-    if stop < total:
-        log.info("stopped at step %d of %d as train.stop_at_step asks", stop, total)
-        run.ckpt.close()
-        return {}
-    return final_evaluation(run)
+    """Trains as the config says, selects the checkpoint on `data.select_part`, evaluates it on
+    the test parts and writes WORKDIR/results.json (+ predictions CSV and scatter plots). Running it
+    again on the same workdir resumes; a second run on a workdir in use is refused."""
+    with lock.exclusive(workdir):
+        run = setup(config, workdir)
+        try:
+            total = config.optim.epochs * run.steps_per_epoch
+            stop = min(total, config.train.stop_at_step or total)
+            start = int(run.state.step)
+            if start < stop:
+                _train_loop(run, start, stop)
+            if stop < total:
+                progress.say(f"stopped at step {stop} of {total} as train.stop_at_step asks; the same "
+                             f"command without it resumes")
+                return {}
+            return final_evaluation(run)
+        finally:
+            run.ckpt.close()
 
 
 def _train_loop(run: Run, start: int, stop: int) -> None:
-    from tqdm import tqdm
-
     config, spe = run.config, run.steps_per_epoch
-    best = (run.ckpt.best_metrics() or {}).get("srcc", -math.inf)
-    pending, first, t0 = [], start, time.perf_counter()
-    bar = tqdm(total=stop, initial=start, desc="train", unit="step", disable=jax.process_index() != 0,
-               dynamic_ncols=True, mininterval=2)
+    pending, first, t0, began = [], start, time.perf_counter(), time.perf_counter()
+    bar = progress.bar(stop, "train", "step", initial=start)
+    ticker = progress.Ticker()
     for step in range(start, stop):
         run.state, metrics = run.step_fn(run.state, to_global(next(run.iterator), run.mesh))
         pending.append(metrics)
@@ -261,49 +321,85 @@ def _train_loop(run: Run, start: int, stop: int) -> None:
         epoch_end = done % spe == 0
         if done % config.train.log_every == 0 or epoch_end or done == stop:
             fetched = jax.device_get(pending)  # the one host sync since the last log step
-            losses = np.asarray([m["loss"] for m in fetched])
-            _check_finite(losses, first)
+            _fail_non_finite(fetched, first, run.ckpt)
             rate = len(pending) * config.data.batch_size / (time.perf_counter() - t0)
-            loss = float(losses.mean())
+            loss = float(np.mean([m["loss"] for m in fetched]))
             run.writer.write(done, {"train/loss": loss, "train/lr": float(fetched[-1]["lr"]),
                                     "train/grad_norm": float(fetched[-1]["grad_norm"]),
                                     "train/pairs_per_s": rate, "train/epoch": done / spe})
             bar.set_postfix(epoch=f"{done / spe:.1f}", loss=f"{loss:.4f}", pairs_s=f"{rate:.1f}")
             bar.update(len(pending))
+            left = (stop - done) * (time.perf_counter() - began) / max(done - start, 1)
+            ticker.tick(f"train: step {done}/{stop} (epoch {done / spe:.1f}), loss {loss:.4f}, "
+                        f"{rate:.1f} pairs/s, {progress.duration(left)} left", force=epoch_end)
             pending, first, t0 = [], done, time.perf_counter()
         if epoch_end and (done // spe) % config.train.eval_every == 0:
-            best = _end_of_epoch(run, done, best)
+            _end_of_epoch(run, done)
         elif done == stop:  # a stop between validations: checkpoint only, select as usual later
-            run.ckpt.save_latest(done, run.state, run.iterator)
+            run.ckpt.save_latest(done, run.state.resumable(), run.record)
     bar.close()
 
 
-def _end_of_epoch(run: Run, step: int, best: float) -> float:
+def selection_label(config) -> str:
+    """How the reported checkpoint is chosen, as results.json, table.md and the log say it."""
+    from bpclip_jax.data import part_label
+
+    part = config.data.select_part
+    if not part:
+        return "last checkpoint (no validation)"
+    label = f"best {part_label(config.data, part)} SRCC"
+    if part in config.data.test_parts:
+        return f"{label}: selected on test, optimistic (the pyiqa/TOPIQ practice)"
+    if config.data.val_holdout and part == "val":
+        return f"{label} ({config.data.val_holdout:g} of the training part held out)"
+    return label
+
+
+def _end_of_epoch(run: Run, step: int) -> None:
+    """Validate, save the best (if improved), then the latest with the run's record: a kill at any
+    point leaves a record whose best checkpoint exists (bpclip_jax.checkpoint)."""
     config = run.config
-    run.ckpt.save_latest(step, run.state, run.iterator)
-    if not config.data.select_part:
-        return best
-    records = run.parts[config.data.select_part]
-    pred = evaluate.predict(run.graphdef, run.state.params, run.state.frozen, records,
-                            config.data.eval_batch_size, desc=f"validate ({config.data.select_part})",
-                            mesh=run.mesh)
-    metrics = evaluate.metrics_on(records, pred)
-    run.writer.write(step, {f"val/{k}": v for k, v in metrics.items()})
-    if metrics["srcc"] > best:
-        run.ckpt.save_best(step, run.state, {k: metrics[k] for k in ("srcc", "plcc")})
-        log.info("step %d: validation SRCC %.4f, the best so far", step, metrics["srcc"])
-        return metrics["srcc"]
-    return best
+    part = config.data.select_part
+    if part:
+        records = run.parts[part]
+        pred = evaluate.predict(run.graphdef, run.state.params, run.state.frozen, records,
+                                config.data.eval_batch_size, threads=config.data.threads,
+                                desc=f"validate ({part})", mesh=run.mesh)
+        m = evaluate.metrics_on(records, pred)
+        run.writer.write(step, {f"val/{k}": v for k, v in m.items()})
+        run.record["history"].append({"step": step, "srcc": m["srcc"], "plcc": m["plcc"]})
+        best = run.record["best"]
+        improved = best is None or m["srcc"] > best["srcc"]
+        if improved:
+            run.record["best"] = {"step": step, "srcc": m["srcc"], "plcc": m["plcc"],
+                                  "part": part, "selection": selection_label(config)}
+            run.ckpt.save_best(step, {"params": run.state.params}, run.record["best"])
+        best = run.record["best"]
+        progress.say(f"step {step} (epoch {step // run.steps_per_epoch}): {part} SRCC {m['srcc']:.4f}, "
+                     f"PLCC {m['plcc']:.4f}; best SRCC {best['srcc']:.4f} at step {best['step']}"
+                     + (" (new best)" if improved else ""))
+    run.ckpt.save_latest(step, run.state.resumable(), run.record)
 
 
 def final_evaluation(run: Run) -> dict:
-    """The best checkpoint (or the last without validation) on every test set of the config."""
-    state = run.ckpt.restore_best(jax.tree.map(ocp_abstract, run.state)) or run.state
-    results = evaluate.evaluate_sets(run.config, run.parts, run.graphdef, state.params, state.frozen,
-                                     run.workdir, mesh=run.mesh)
-    run.writer.write(int(state.step), {f"test/{name}/{k}": v for name, m in results.items()
-                                       for k, v in m.items()})
-    run.ckpt.close()
+    """The selected checkpoint on every test set of the config; results.json says which it was."""
+    abstract = run.state
+    step, params, _ = run.ckpt.restore_selected({"params": abstract.params}, abstract.resumable())
+    return _test(run.config, run.parts, run.graphdef, params, run.state.frozen, run.workdir,
+                 run.mesh, run.writer, step, run.record.get("best"))
+
+
+def _test(config, parts, graphdef, params, frozen, workdir: Path, mesh, writer, step: int,
+          best: dict | None) -> dict:
+    selection = {"step": step, "how": selection_label(config)}
+    if best:
+        selection.update(val_srcc=best["srcc"], val_plcc=best["plcc"])
+    results, written = evaluate.evaluate_sets(config, parts, graphdef, params, frozen, workdir,
+                                              mesh=mesh, selection=selection)
+    writer.replace("test/", step, {f"test/{name}/{k}": v for name, m in results.items()
+                                   if name != "selection" for k, v in m.items()})
+    progress.say(f"tested step {step} ({selection['how']}); wrote "
+                 + ", ".join(str(p) for p in written))
     return results
 
 
@@ -313,13 +409,47 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
-    """Evaluates the workdir's best checkpoint (else its latest) on every test set of the config.
+def load_trained(workdir: str | Path, config: ml_collections.ConfigDict | None = None):
+    """(graphdef, params, frozen, step, best record or None, config) of a run's selected checkpoint,
+    its model built from the run's own config.json (or `config`, already reconciled with it).
+    Nothing pretrained is downloaded: the frozen parts come from the checkpoint."""
+    workdir = Path(workdir)
+    config = run_config.read(workdir) if config is None else config
+    if not (workdir / "checkpoints" / "latest").is_dir() and not (workdir / "checkpoints" / "best").is_dir():
+        raise WorkdirError(f"{workdir} holds no checkpoint to evaluate; train first "
+                           f"(`python main.py --config ... --workdir {workdir}`)")
+    model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=True)
+    tx, _ = make_optimizer(config.optim, 1)
+    graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
+    ckpt = checkpoint.Checkpoints(workdir, create=False)
+    try:
+        frozen = ckpt.restore_frozen(state.frozen)
+        step, params, _ = ckpt.restore_selected({"params": state.params}, state.resumable())
+        record = ckpt.record() or {}
+    finally:
+        ckpt.close()
+    return graphdef, params, frozen, step, record.get("best"), config
 
-    The model's frozen parts (text features, BatchNorm statistics) come from the checkpoint, so
-    nothing pretrained is downloaded.
-    """
-    run = setup(config, workdir, restoring=True)
-    if run.ckpt.best.latest_step() is None and run.ckpt.latest.latest_step() is None:
-        raise FileNotFoundError(f"{workdir} holds no checkpoint to evaluate; train first")
-    return final_evaluation(run)
+
+def evaluate_workdir(config: ml_collections.ConfigDict | None, workdir: str | Path,
+                     overrides: dict | None = None) -> dict:
+    """Evaluates a run's selected checkpoint on the test sets, the model and split taken from the
+    run's config.json (`config`, if given, may name other test sets and roots; its explicit
+    `overrides` must not contradict the run: bpclip_jax.run_config)."""
+    from bpclip_jax import data
+
+    workdir = Path(workdir)
+    saved = run_config.read(workdir)
+    config, taken = run_config.for_evaluation(saved, config, overrides or {}, workdir)
+    if taken:
+        progress.say(f"model and split from {workdir / run_config.CONFIG_FILE}: "
+                     + ", ".join(f"{k}={a!r}" for k, (a, _) in taken.items()))
+    graphdef, params, frozen, step, best, config = load_trained(workdir, config)
+    holder = lock.holder(workdir)
+    if holder:
+        progress.say(f"note: a training run is using {workdir} ({holder}); evaluating its "
+                     f"checkpoint of step {step}")
+    parts = data.load_parts(config.data)
+    mesh = make_mesh()
+    writer = MetricWriter(workdir)
+    return _test(config, parts, graphdef, params, frozen, workdir, mesh, writer, step, best)

@@ -41,7 +41,12 @@ def data_config() -> ml_collections.ConfigDict:
         synthetic="",              # 'fr'/'nr': build the embedded synthetic set into root if absent
         synthetic_size=(512, 384), # (width, height) of the synthetic set's images
         train_part="train",        # the part trained on
-        select_part="val",         # the part that selects the best checkpoint ('' = the last one)
+        select_part="val",         # the part whose SRCC selects the tested checkpoint; 'test' is
+                                   # pyiqa/TOPIQ's practice (labelled optimistic in every output);
+                                   # '' tests the last checkpoint
+        val_holdout=0.0,           # splits without a val part (8:2, cross-dataset): hold this share
+                                   # of the training part out as 'val' (by content, seeded with the
+                                   # split); the test part stays the same
         test_parts=("test",),      # parts evaluated with the best checkpoint
         cross=ml_collections.ConfigDict(),  # whole other sets tested too: {name: root}
         crop=384,                  # training crop (images smaller than it are mirror-padded)
@@ -62,12 +67,23 @@ def no_reference(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict
     return config
 
 
+VAL_HOLDOUT = 0.1  # the share of the training part that selects the checkpoint of 8:2 protocols
+
+
 def random_nr_split(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The paper's NR protocol: 8:2 random split over images; no validation part, so the last
-    checkpoint is tested."""
+    """The paper's NR protocol: an 8:2 random split over images, reported on the 20%.
+
+    The paper has no validation part here, and the periodic cosine (T_max 50 over 200 epochs) ends
+    at the peak learning rate, so the last checkpoint is not a fair one to report. pyiqa's TOPIQ
+    selects on the held-out 20%, the part it reports (optimistic). Ours, by default: select on 10%
+    of the training part held out (val_holdout), test the selected checkpoint once on the 20%.
+    `--config.data.select_part=test` is pyiqa's practice, labelled "selected on test: optimistic"
+    in results.json, table.md and the log, to compare like with like; the paper most likely did
+    the same, as its numbers come from TOPIQ's code base.
+    """
     config.data.ratios = (8, 2)
     config.data.by_content = False
-    config.data.select_part = ""
+    config.data.val_holdout = VAL_HOLDOUT
     return config
 
 

@@ -1,5 +1,6 @@
 """Cross-dataset (Table III): BPCLIP-FR trained on all of KADID-10k, tested on all of LIVE, CSIQ and
-TID2013. No validation part: the last checkpoint is tested.
+TID2013. The checkpoint is selected on 10% of KADID's references held out of training
+(`data.val_holdout`); the paper does not say how it selected.
 
     python main.py --config configs/kadid_cross.py --workdir runs/kadid_cross \
         --config.data.root=data/kadid10k --config.data.cross.live=data/live \
@@ -21,7 +22,7 @@ def get_config(arg=None):
     config.data.root = "data/kadid10k"
     config.data.ratios = (1,)
     config.data.train_part = "all"
-    config.data.select_part = ""
+    config.data.val_holdout = base.VAL_HOLDOUT
     config.data.test_parts = ()
     config.data.cross = ml_collections.ConfigDict(
         {"live": "data/live", "csiq": "data/csiq", "tid2013": "data/tid2013"})

@@ -90,24 +90,47 @@ class TrainTransform(grain.transforms.RandomMap):
         return example
 
 
-def shard_records(records: Sequence[Record], index: int, count: int) -> list[Record]:
-    """Process `index` of `count` reads every count-th record from `index` on: disjoint shards."""
-    return list(records)[index::count]
+class ProcessSlice(grain.MapDataset):
+    """This process's share of a stream of global batches: element j is the global element
+    (j // local) * global + index * local + j % local, so process `index` of `count` holds rows
+    [index * local, (index + 1) * local) of every global batch, local = global // count."""
+
+    def __init__(self, parent: grain.MapDataset, global_batch: int, index: int, count: int):
+        super().__init__(parent)
+        if global_batch % count:
+            raise ValueError(f"the global batch of {global_batch} does not split over {count} processes")
+        self._global, self._local, self._index = global_batch, global_batch // count, index
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._global * self._local
+
+    def __getitem__(self, j):
+        if isinstance(j, slice):
+            return self.slice(j)
+        batch, row = divmod(j, self._local)
+        return self._parent[batch * self._global + self._index * self._local + row]
 
 
 def train_dataset(records: Sequence[Record], *, batch_size: int, crop: int, seed: int,
-                  flips: bool = True, shard: tuple[int, int] = (0, 1)) -> grain.MapDataset:
+                  flips: bool = True, process: tuple[int, int] = (0, 1),
+                  start_step: int = 0) -> grain.MapDataset:
     """An endless stream of training batches: reshuffled every epoch, with new crops every epoch.
 
-    batch_size is per process; shard=(index, count) keeps every count-th record from index on,
-    so processes read disjoint records. Batches drop the remainder and may span an epoch boundary
-    (an epoch is len(records) // (batch_size * count) steps). Deterministic given the seed.
+    batch_size is the GLOBAL batch; process=(index, count) yields this process's rows of each
+    global batch (batch_size // count of them). The stream is a function of the seed and the global
+    position only: the shuffle is global, and each example's crop and flips are drawn from its
+    position in the global stream, so the global batch of every step holds the same records, crops
+    and flips whatever the number of processes, and `start_step` resumes at any step without an
+    iterator state. Batches may span an epoch boundary (an epoch is len(records) // batch_size
+    steps). Deterministic given the seed.
     """
-    ds = grain.MapDataset.source(shard_records(records, *shard))
+    ds = grain.MapDataset.source(list(records))
     if len(ds) < batch_size:
         raise ValueError(f"{len(ds)} training records cannot fill one batch of {batch_size}")
-    return (ds.shuffle(seed=seed).repeat(None).random_map(TrainTransform(crop, flips), seed=seed + 1)
-            .batch(batch_size, drop_remainder=True))
+    ds = ds.shuffle(seed=seed).repeat(None).random_map(TrainTransform(crop, flips), seed=seed + 1)
+    ds = ds[start_step * batch_size:]
+    index, count = process
+    return ProcessSlice(ds, batch_size, index, count).batch(batch_size // count, drop_remainder=True)
 
 
 def loader(dataset: grain.MapDataset, *, threads: int = 2, workers: int = 0,

@@ -8,6 +8,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
+class DataError(ValueError):
+    """A dataset file that cannot be trusted; the message names the file, the line and the problem."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Record:
     """One rated image (NR) or distorted/reference pair (FR).

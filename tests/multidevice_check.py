@@ -21,7 +21,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from bpclip_jax import evaluate, train  # noqa: E402
-from bpclip_jax.models.build import create_model  # noqa: E402
+from bpclip_jax.build import create_model  # noqa: E402
 from configs import base  # noqa: E402
 from data_pipelines import load  # noqa: E402
 from tests import data_fixtures  # noqa: E402

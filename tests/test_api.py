@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from bpclip_jax import api
-from bpclip_jax.models.build import create_model
+from bpclip_jax.build import create_model
 from bpclip_jax.text import DIMENSIONS, PROMPTS
 from bpclip_jax.weights import WeightLoadError
 from configs import base

@@ -45,7 +45,9 @@ def trained(kadid_root, tmp_path_factory):
 
 def test_tiny_run_writes_everything(trained):
     workdir, results = trained
-    assert set(results) == {"kadid10k/test"} and results["kadid10k/test"]["n"] == 4
+    assert set(results) == {"selection", "kadid10k/test"} and results["kadid10k/test"]["n"] == 4
+    best = json.loads((workdir / "checkpoints/best.json").read_text())
+    assert results["selection"]["step"] == best["step"] and results["selection"]["val_srcc"] == best["srcc"]
     assert json.loads((workdir / "results.json").read_text()) == results
     for name in ("config.json", "metrics.jsonl", "predictions_kadid10k_test.csv",
                  "scatter_kadid10k_test.png", "checkpoints/best.json"):
@@ -98,7 +100,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     config = tiny(kadid_root, steps_per_epoch=1)
     config.optim.lr = 1e30  # the first update sends the parameters to infinity
     config.data.select_part = ""
-    with pytest.raises(train.NonFiniteLossError, match="at step 2;"):
+    with pytest.raises(train.NonFiniteError, match="^step 2: the loss is"):
         train.train_and_evaluate(config, tmp_path)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints/latest").iterdir() if p.name.isdigit())
     assert steps == [1]

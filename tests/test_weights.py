@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from bpclip_jax.models.build import create_model
+from bpclip_jax.build import create_model
 from bpclip_jax.text import prompt_features
 from bpclip_jax.weights import load_resnet50, resnet50_from_state_dict
 from configs import base

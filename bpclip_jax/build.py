@@ -1,4 +1,8 @@
-"""BPCLIP from a config: the model switches plus where its pretrained parts come from."""
+"""BPCLIP from a config: the model switches plus where its pretrained parts come from.
+
+It lives beside weights.py and text.py, not in models/: the models know shapes and equations, this
+module knows where pretrained weights come from.
+"""
 
 from __future__ import annotations
 
