@@ -35,7 +35,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def fail(message: str, code: int = EXIT_USER_ERROR):
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print("error: " + " ".join(str(message).split()), file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
@@ -88,12 +88,20 @@ def _unknown_override(argv: list[str]) -> str | None:
         for name in dotted.split("."):
             fields = list(node.keys()) if hasattr(node, "keys") else []
             if name not in fields:
-                near = difflib.get_close_matches(name, fields, n=1)
+                near = _nearest(name, fields)
                 hint = f" (did you mean {path}.{near[0]}?)" if near else ""
                 listed = ", ".join(fields) if fields else f"{path} is a value, not a section"
                 return f"--config.{dotted}: {path} has no field '{name}'{hint}; its fields: {listed}"
             node, path = node[name], f"{path}.{name}"
     return None
+
+
+def _nearest(name: str, fields: list[str]) -> list[str]:
+    """The field a misspelt or spelt-out name most likely means ('learning_rate' -> 'lr')."""
+    initials = "".join(word[:1] for word in name.split("_"))
+    if len(initials) > 1 and initials in fields:
+        return [initials]
+    return difflib.get_close_matches(name, fields, n=1, cutoff=0.5)
 
 
 def _config_load_error(spec: str, err: OSError) -> str:
@@ -114,6 +122,8 @@ def run(main: Callable[[list[str]], None]) -> None:
         logging.getLogger("bpclip_jax").setLevel(logging.INFO)
         try:
             main(argv)
+        except app.UsageError as err:
+            fail(f"{err} (--help lists the flags)", EXIT_USAGE)
         except user_errors() as err:
             if FLAGS.verbose:
                 raise

@@ -234,7 +234,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
             state = _init_from(config.init_from, state)
         ckpt.save_frozen(state.frozen)
     start = int(state.step)
-    writer = MetricWriter(workdir, resume_step=start if resuming else None)
+    writer = MetricWriter(workdir, resume_step=start)  # rows of attempts past `start` are dropped
     run_config.write(config, workdir) if jax.process_index() == 0 else None
     mesh = make_mesh()
     state = jax.device_put(state, NamedSharding(mesh, P()))

@@ -18,7 +18,8 @@ METRICS_FILE = "metrics.jsonl"
 
 class MetricWriter:
     def __init__(self, workdir: str | Path, resume_step: int | None = None):
-        """resume_step: the step a resumed run continues from (rows past it are dropped)."""
+        """resume_step: the step a (re)started training run continues from, 0 for a new one: rows
+        past it are dropped. None (evaluation) keeps every row."""
         self.workdir = Path(workdir)
         self.path = self.workdir / METRICS_FILE
         self.active = jax.process_index() == 0

@@ -1,4 +1,6 @@
-"""Shared test set-up: CPU, absl flags parsed (grain reads them), offline hub."""
+"""Shared test set-up: CPU, absl flags parsed (grain reads them), offline hub, one XLA compilation
+cache for the session (subprocesses included), and the tiny training run several modules compare
+against."""
 
 import os
 
@@ -13,12 +15,17 @@ flags.FLAGS.mark_as_parsed()
 
 def pytest_configure(config):
     """One persistent XLA compilation cache per test session: the tiny train step is the same
-    program in several tests, and compiling it is most of their time on CPU."""
+    program in several tests (and in their subprocesses, which inherit the environment), and
+    compiling it is most of their time on CPU."""
     import tempfile
 
     import jax
 
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="bpclip_xla_cache_"))
+    cache = tempfile.mkdtemp(prefix="bpclip_xla_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "1"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
@@ -39,3 +46,23 @@ def tiny_clip_dir(tmp_path):
     directory.mkdir()
     save_tiny_clip(directory, eos_token_id=2)
     return directory
+
+
+@pytest.fixture(scope="session")
+def kadid_root(tmp_path_factory):
+    """The tiny KADID fixture: 5 references x 4 distortions (train 3 refs, val 1, test 1)."""
+    from tests import data_fixtures
+
+    return data_fixtures.kadid(tmp_path_factory.mktemp("kadid"), refs=5, per_ref=4)
+
+
+@pytest.fixture(scope="session")
+def trained(kadid_root, tmp_path_factory):
+    """(workdir, results) of the tiny config trained without interruption: 2 epochs of 3 steps,
+    validated at steps 3 and 6."""
+    from bpclip_jax import train
+    from tests.runs import tiny_config
+
+    workdir = tmp_path_factory.mktemp("run")
+    results = train.train_and_evaluate(tiny_config(kadid_root), workdir)
+    return workdir, results

@@ -11,36 +11,16 @@ import orbax.checkpoint as ocp
 import pytest
 
 from bpclip_jax import metrics, train
-from configs import base
 from data_pipelines.records import to_mos
-from tests import data_fixtures
+from tests.runs import tiny_config
 
-
-@pytest.fixture(scope="module")
-def kadid_root(tmp_path_factory):
-    return data_fixtures.kadid(tmp_path_factory.mktemp("kadid"), refs=5, per_ref=4)
-
-
-def tiny(root, **train_overrides):
-    config = base.get_config("tiny")
-    config.data.root = str(root)
-    config.data.crop = 16
-    for key, value in train_overrides.items():
-        config.train[key] = value
-    return config
+tiny = tiny_config
 
 
 def _params(workdir: Path, step: int):
     restored = ocp.StandardCheckpointer().restore(
         (workdir / "checkpoints" / "latest" / str(step) / "state").absolute())
     return restored["params"]
-
-
-@pytest.fixture(scope="module")
-def trained(kadid_root, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    results = train.train_and_evaluate(tiny(kadid_root), workdir)
-    return workdir, results
 
 
 def test_tiny_run_writes_everything(trained):

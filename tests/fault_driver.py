@@ -1,0 +1,86 @@
+"""A training run that SIGKILLs itself at a chosen point, for the fault-injection tests.
+
+    python -m tests.fault_driver WORKDIR DATA_ROOT POINT
+
+POINT is one of
+  step:N         when the train loop is about to run step N (mid-epoch)
+  save:latest:N  while the latest checkpoint of step N is being written (its meta item)
+  validate       during the first validation this process runs
+  test           while the final test writes its files
+  none           no kill: the run ends normally
+The kill is a real SIGKILL: no finally block, no flush, no lock release but the OS's. The config is
+tests.runs.tiny_config, the one the unstopped reference run uses.
+"""
+
+import os
+import signal
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from absl import flags  # noqa: E402
+
+flags.FLAGS.mark_as_parsed()
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(point: str) -> None:
+    import orbax.checkpoint as ocp
+
+    from bpclip_jax import evaluate, train
+
+    kind, _, arg = point.partition(":")
+    if kind == "step":
+        real_compile = train.compile_step
+
+        def compile_step(step_fn, mesh):
+            compiled = real_compile(step_fn, mesh)
+
+            def step(state, batch):
+                if int(state.step) + 1 == int(arg):
+                    die()
+                return compiled(state, batch)
+
+            return step
+
+        train.compile_step = compile_step
+    elif kind == "save":
+        # orbax writes a step into a temporary folder and renames it when every item is written;
+        # the meta item's writer is the last of ours to run, inside that folder.
+        where, step = arg.split(":")
+        real_save = ocp.JsonCheckpointHandler._save_fn
+
+        async def save(self, x, directory):
+            if f"/{where}/{step}." in str(directory):
+                die()
+            return await real_save(self, x, directory)
+
+        ocp.JsonCheckpointHandler._save_fn = save
+    elif kind == "validate":
+        real_predict = evaluate.predict
+
+        def predict(*args, desc="", **kwargs):
+            if desc.startswith("validate"):
+                die()
+            return real_predict(*args, desc=desc, **kwargs)
+
+        evaluate.predict = predict
+    elif kind == "test":
+        evaluate.write_predictions = lambda *args, **kwargs: die()
+    elif kind != "none":
+        raise SystemExit(f"unknown kill point {point}")
+
+
+def main(workdir: str, root: str, point: str) -> None:
+    from bpclip_jax import train
+    from tests.runs import tiny_config
+
+    arm(point)
+    train.train_and_evaluate(tiny_config(root), workdir)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,259 @@
+"""Fault injection: kills at every phase, damaged checkpoints, non-finite state, two runs on one
+workdir, resumed logs. Whatever happens, a rerun of the same command ends with the results of an
+unstopped run, or stops with an error naming the files; never a wrong number that looks right."""
+
+import json
+import logging
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bpclip_jax import checkpoint, lock, train
+from bpclip_jax.errors import WorkdirError
+from tests.runs import tiny_config
+
+REPO = Path(__file__).parent.parent
+
+
+def _rows(workdir: Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _series(workdir: Path, prefix: str) -> dict[tuple[int, str], float]:
+    """{(step, key): value} of metrics.jsonl, asserting that no (step, key) appears twice."""
+    out = {}
+    for row in _rows(workdir):
+        for key, value in row.items():
+            if key.startswith(prefix) and key != "train/pairs_per_s":
+                assert (row["step"], key) not in out, f"step {row['step']} {key} logged twice"
+                out[(row["step"], key)] = value
+    return out
+
+
+def _drive(workdir: Path, root: Path, point: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tests.fault_driver", str(workdir), str(root), point],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+# ------------------------------------------------------------------------------ kills
+
+
+def test_killed_in_every_phase_and_rerun_ends_as_an_unstopped_run(trained, kadid_root, tmp_path):
+    """One workdir, killed with SIGKILL mid-step, mid-checkpoint, mid-validation (the epoch's
+    latest checkpoint not yet written), in the last checkpoint and mid-test, rerun after each:
+    the same selection, the same results.json and one log row per step as the unstopped run."""
+    reference, results = trained
+    for point in ("step:2", "save:latest:3", "validate", "save:latest:6", "test"):
+        out = _drive(tmp_path, kadid_root, point)
+        assert out.returncode == -signal.SIGKILL, (point, out.returncode, out.stderr[-2000:])
+        assert not (tmp_path / "results.json").exists(), point
+    out = _drive(tmp_path, kadid_root, "none")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((tmp_path / "results.json").read_text()) == results
+    assert json.loads((tmp_path / "checkpoints/best.json").read_text()) == \
+        json.loads((reference / "checkpoints/best.json").read_text())
+    for prefix in ("train/", "val/", "test/"):
+        resumed, unstopped = _series(tmp_path, prefix), _series(reference, prefix)
+        assert resumed.keys() == unstopped.keys(), prefix
+        for key, value in unstopped.items():
+            assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints/latest").iterdir())
+    assert steps == [3, 6]  # the interrupted writes left no temporary folder behind
+    assert not (tmp_path / "checkpoints/corrupt").exists()
+
+
+def test_resumed_tensorboard_events_purge_the_steps_that_are_rerun(trained, kadid_root, tmp_path):
+    train.train_and_evaluate(tiny_config(kadid_root, stop_at_step=4), tmp_path)
+    (tmp_path / "metrics.jsonl").open("a").write(json.dumps({"step": 5, "train/loss": 9.0}) + "\n")
+    train.train_and_evaluate(tiny_config(kadid_root), tmp_path)
+    assert _series(tmp_path, "train/")[(5, "train/loss")] != 9.0  # the stale row is gone
+    purges = [_purge_steps(p) for p in sorted(tmp_path.glob("events.out.tfevents.*"))]
+    assert [] in purges and [5] in purges  # the resumed writer tells TensorBoard to drop steps >= 5
+
+
+def _purge_steps(path: Path) -> list[int]:
+    """Steps of the SessionLog START events in a TensorBoard events file (TFRecord framing)."""
+    from tensorboardX.proto import event_pb2
+
+    data, steps, offset = path.read_bytes(), [], 0
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset:offset + 8])
+        event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+        offset += 12 + length + 4
+        if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+            steps.append(event.step)
+    return steps
+
+
+# ------------------------------------------------------------------------------ damaged checkpoints
+
+
+def _tree(value: float) -> dict:
+    return {"step": jnp.int32(int(value)), "params": {"w": jnp.arange(1000.0) * value, "b": jnp.ones(3)}}
+
+
+def _largest_data_file(step_dir: Path) -> Path:
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 8):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _forge_checksums(step_dir: Path) -> None:
+    """The arrays read back, but not as saved: what a silent bit flip the decoder cannot see does."""
+    meta = step_dir / "meta" / "metadata"
+    saved = json.loads(meta.read_text())
+    saved["checksums"] = {k: (v + 1) % 2**32 for k, v in saved["checksums"].items()}
+    meta.write_text(json.dumps(saved))
+
+
+DAMAGE = {
+    "bytes flipped": lambda d: _flip(_largest_data_file(d)),
+    "file truncated": lambda d: _largest_data_file(d).write_bytes(_largest_data_file(d).read_bytes()[:10]),
+    "data file deleted": lambda d: _largest_data_file(d).unlink(),
+    "_METADATA deleted": lambda d: (d / "state" / "_METADATA").unlink(),
+    "meta item deleted": lambda d: shutil.rmtree(d / "meta"),
+    "half-written step": lambda d: shutil.rmtree(d / "state"),
+    "silent corruption": _forge_checksums,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_a_damaged_latest_step_is_named_moved_aside_and_the_previous_one_restored(tmp_path, damage, caplog):
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    for step in (1, 2, 3):
+        ckpt.save_latest(step, _tree(step), {"history": [], "best": None})
+    DAMAGE[damage](tmp_path / "checkpoints/latest/3")
+    with caplog.at_level(logging.WARNING):
+        step, tree, _ = ckpt.restore_latest(_tree(0))
+    assert step == 2
+    np.testing.assert_array_equal(tree["params"]["w"], _tree(2)["params"]["w"])
+    assert "checkpoints/latest/3 is unusable" in caplog.text
+    assert [p.name.split("-")[:2] for p in (tmp_path / "checkpoints/corrupt").iterdir()] == [["latest", "3"]]
+    assert ckpt.latest.all_steps() == [2]
+    ckpt.save_latest(3, _tree(3), {"history": [], "best": None})  # the step can be written again
+    ckpt.close()
+
+
+def test_non_finite_checkpoints_are_never_restored(tmp_path):
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    ckpt.save_latest(1, _tree(1), {"history": [], "best": None})
+    bad = _tree(2)
+    bad["params"]["w"] = bad["params"]["w"].at[5].set(jnp.nan)
+    ckpt.save_latest(2, bad, {"history": [], "best": None})  # as an older release could have
+    step, _, _ = ckpt.restore_latest(_tree(0))
+    assert step == 1
+    ckpt.close()
+
+
+def test_when_no_step_is_left_the_error_names_every_folder(tmp_path):
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    for step in (1, 2):
+        ckpt.save_latest(step, _tree(step), {"history": [], "best": None})
+        _flip(_largest_data_file(tmp_path / f"checkpoints/latest/{step}"))
+    with pytest.raises(checkpoint.CheckpointError, match=r"latest/2 \(.*latest/1 \("):
+        ckpt.restore_latest(_tree(0))
+    ckpt.close()
+
+
+def test_the_selected_step_is_read_from_latest_when_best_is_damaged_else_refused(tmp_path):
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    best = {"step": 2, "srcc": 0.5, "plcc": 0.5}
+    for step in (1, 2):
+        if step == 2:
+            ckpt.save_best(2, {"params": _tree(2)["params"]}, best)
+        ckpt.save_latest(step, _tree(step), {"history": [], "best": best if step == 2 else None})
+    _flip(_largest_data_file(tmp_path / "checkpoints/best/2"))
+    step, params, how = ckpt.restore_selected({"params": _tree(0)["params"]}, _tree(0))
+    assert (step, how) == (2, "best")
+    np.testing.assert_array_equal(params["w"], _tree(2)["params"]["w"])
+    ckpt.save_latest(3, _tree(3), {"history": [], "best": best})
+    ckpt.save_latest(4, _tree(4), {"history": [], "best": best})  # latest/2 is gone now
+    with pytest.raises(checkpoint.CheckpointError, match="selected checkpoint .*best/2 is unusable"):
+        ckpt.restore_selected({"params": _tree(0)["params"]}, _tree(0))
+    ckpt.close()
+
+
+def test_a_best_step_saved_without_its_record_is_not_selected(tmp_path):
+    """Killed after saving a new best but before the latest checkpoint that records it: the
+    record still names the previous best, and that is what is restored."""
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    first = {"step": 1, "srcc": 0.3, "plcc": 0.3}
+    ckpt.save_best(1, {"params": _tree(1)["params"]}, first)
+    ckpt.save_latest(1, _tree(1), {"history": [], "best": first})
+    ckpt.save_best(2, {"params": _tree(2)["params"]}, {"step": 2, "srcc": 0.9, "plcc": 0.9})
+    step, params, _ = ckpt.restore_selected({"params": _tree(0)["params"]}, _tree(0))
+    assert step == 1
+    np.testing.assert_array_equal(params["w"], _tree(1)["params"]["w"])
+    ckpt.close()
+
+
+def test_training_falls_back_past_a_damaged_checkpoint_and_rebuilds_best_json(trained, kadid_root,
+                                                                                tmp_path, caplog):
+    reference, results = trained
+    train.train_and_evaluate(tiny_config(kadid_root, stop_at_step=4), tmp_path)
+    _flip(_largest_data_file(tmp_path / "checkpoints/latest/4"))
+    best_file = tmp_path / "checkpoints/best.json"
+    best_file.write_text(best_file.read_text()[:7])  # truncated
+    with caplog.at_level(logging.WARNING):
+        resumed = train.train_and_evaluate(tiny_config(kadid_root), tmp_path)
+    assert resumed == results
+    assert "checkpoints/latest/4 is unusable" in caplog.text and "best.json" in caplog.text
+    assert json.loads(best_file.read_text()) == json.loads((reference / "checkpoints/best.json").read_text())
+
+
+# ------------------------------------------------------------------------------ non-finite state
+
+
+def test_non_finite_parameters_are_never_saved_and_the_error_names_the_step(kadid_root, tmp_path):
+    config = tiny_config(kadid_root, steps_per_epoch=1)
+    config.optim.lr = 1e39  # inf in float32: the first update makes the parameters non-finite
+    config.data.select_part = ""
+    with pytest.raises(train.NonFiniteError, match="^step 1: the parameters or optimizer state"):
+        train.train_and_evaluate(config, tmp_path)
+    assert not list((tmp_path / "checkpoints/latest").iterdir())
+
+
+# ------------------------------------------------------------------------------ one run per workdir
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_at_once(kadid_root, tmp_path):
+    with lock.exclusive(tmp_path):
+        start = time.monotonic()
+        out = subprocess.run([sys.executable, "main.py", "--config", "configs/base.py:tiny",
+                              "--workdir", str(tmp_path), f"--config.data.root={kadid_root}"],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+        elapsed = time.monotonic() - start
+    assert out.returncode == 1 and elapsed < 60, (out.returncode, elapsed, out.stderr[-2000:])
+    assert out.stderr.count("\n") == 1 and f"is in use by another run (pid {os.getpid()}" in out.stderr
+    assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_killed_run_leaves_no_stale_lock(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from absl import flags; flags.FLAGS.mark_as_parsed()\n"
+        "from bpclip_jax import lock\n"
+        f"with lock.exclusive({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(600)")],
+        cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(WorkdirError, match=f"pid {holder.pid} on "), lock.exclusive(tmp_path):
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with lock.exclusive(tmp_path):
+        assert lock.holder(tmp_path) is not None  # ours
+    assert lock.holder(tmp_path) is None
