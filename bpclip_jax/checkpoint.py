@@ -72,8 +72,14 @@ def verify(tree, meta: dict, where: Path) -> None:
 
 
 def _abstract(tree):
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x,
-                        tree)
+    """ShapeDtypeStructs of a tree's arrays, with their sharding: a restore lands where they are
+    (replicated over every process's devices in a multi-process run)."""
+    def spec(x):
+        if not hasattr(x, "shape"):
+            return x
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+    return jax.tree.map(spec, tree)
 
 
 def _manager(directory: Path, max_to_keep: int | None) -> ocp.CheckpointManager:
@@ -159,6 +165,10 @@ class Checkpoints:
         if jax.process_index() == 0 and source.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(source), str(target))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"quarantine {source}")
         log.warning("checkpoint %s is unusable (%s); moved to %s", source, reason, target)
         manager.reload()
         return target

@@ -202,6 +202,14 @@ def data_seed(config) -> int:
     return config.data.split_seed * 1000 + config.seed
 
 
+def train_stream(config, train_records, process: tuple[int, int], start_step: int = 0):
+    """The training batches that process (index, count) reads from `start_step` on: its rows of
+    every global batch (data_pipelines.pipeline.train_dataset)."""
+    return pipeline.train_dataset(train_records, batch_size=config.data.batch_size,
+                                  crop=config.data.crop, seed=data_seed(config),
+                                  flips=config.data.flips, process=process, start_step=start_step)
+
+
 def _check_batch(config) -> None:
     if config.data.batch_size % jax.device_count():
         raise WorkdirError(f"data.batch_size={config.data.batch_size} must divide over the "
@@ -225,6 +233,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
     tx, schedule = make_optimizer(config.optim, spe)
     model = _initial_model(config, train_records, restoring=resuming)
     graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
+    mesh = make_mesh()
+    state = jax.device_put(state, NamedSharding(mesh, P()))  # restores land with this sharding
     record = {"history": [], "best": None}
     if resuming:
         state, record = _resume(ckpt, state)
@@ -236,12 +246,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
     start = int(state.step)
     writer = MetricWriter(workdir, resume_step=start)  # rows of attempts past `start` are dropped
     run_config.write(config, workdir) if jax.process_index() == 0 else None
-    mesh = make_mesh()
     state = jax.device_put(state, NamedSharding(mesh, P()))
-    dataset = pipeline.train_dataset(
-        train_records, batch_size=config.data.batch_size, crop=config.data.crop,
-        seed=data_seed(config), flips=config.data.flips,
-        process=(jax.process_index(), jax.process_count()), start_step=start)
+    dataset = train_stream(config, train_records, (jax.process_index(), jax.process_count()), start)
     iterator = pipeline.loader(dataset, threads=config.data.threads, workers=config.data.workers,
                                prefetch=config.data.prefetch)
     step_fn = compile_step(make_train_step(graphdef, tx, schedule, config.seed), mesh)
@@ -404,9 +410,33 @@ def _test(config, parts, graphdef, params, frozen, workdir: Path, mesh, writer, 
 
 
 def maybe_initialize_distributed() -> None:
-    """Multi-host: jax.distributed.initialize() when the environment names a coordinator."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_NTASKS", "1") != "1":
-        jax.distributed.initialize()
+    """Joins a multi-process run when the environment describes one, before JAX starts a backend.
+
+    - JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID: the
+      standard variables, for a local launch (scripts/launch_local.sh) or any launcher;
+    - SLURM (srun, SLURM_NTASKS > 1): JAX reads the job's variables itself.
+    On CPU (JAX_PLATFORMS=cpu) the cross-process collectives use gloo. A process that dies stops
+    the others within BPCLIP_HEARTBEAT_TIMEOUT_S seconds (default 100): the coordination service
+    misses its heartbeats and ends every process with an error naming the task that is gone.
+    """
+    env = os.environ
+    explicit = env.get("JAX_COORDINATOR_ADDRESS")
+    if not explicit and env.get("SLURM_NTASKS", "1") == "1":
+        return
+    if env.get("JAX_PLATFORMS", "").strip() == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    timeout = int(env.get("BPCLIP_HEARTBEAT_TIMEOUT_S", "100"))
+    if explicit:
+        missing = [k for k in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if k not in env]
+        if missing:
+            raise WorkdirError(f"JAX_COORDINATOR_ADDRESS={explicit} is set but {', '.join(missing)} "
+                               f"is not: set all three (scripts/launch_local.sh does)")
+        jax.distributed.initialize(explicit, int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"]),
+                                   heartbeat_timeout_seconds=timeout)
+    else:
+        jax.distributed.initialize(heartbeat_timeout_seconds=timeout)
+    log.info("process %d of %d, %d local devices of %d", jax.process_index(), jax.process_count(),
+             jax.local_device_count(), jax.device_count())
 
 
 def load_trained(workdir: str | Path, config: ml_collections.ConfigDict | None = None):
@@ -421,6 +451,7 @@ def load_trained(workdir: str | Path, config: ml_collections.ConfigDict | None =
     model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=True)
     tx, _ = make_optimizer(config.optim, 1)
     graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
+    state = jax.device_put(state, NamedSharding(make_mesh(), P()))
     ckpt = checkpoint.Checkpoints(workdir, create=False)
     try:
         frozen = ckpt.restore_frozen(state.frozen)

@@ -3,7 +3,7 @@
     python -m tests.fault_driver WORKDIR DATA_ROOT POINT
 
 POINT is one of
-  step:N         when the train loop is about to run step N (mid-epoch)
+  step:N[:P]     when the train loop is about to run step N (mid-epoch), in process P only if given
   save:latest:N  while the latest checkpoint of step N is being written (its meta item)
   validate       during the first validation this process runs
   test           while the final test writes its files
@@ -34,13 +34,16 @@ def arm(point: str) -> None:
 
     kind, _, arg = point.partition(":")
     if kind == "step":
+        import jax
+
+        target, _, process = arg.partition(":")
         real_compile = train.compile_step
 
         def compile_step(step_fn, mesh):
             compiled = real_compile(step_fn, mesh)
 
             def step(state, batch):
-                if int(state.step) + 1 == int(arg):
+                if int(state.step) + 1 == int(target) and process in ("", str(jax.process_index())):
                     die()
                 return compiled(state, batch)
 
@@ -78,6 +81,7 @@ def main(workdir: str, root: str, point: str) -> None:
     from bpclip_jax import train
     from tests.runs import tiny_config
 
+    train.maybe_initialize_distributed()  # a multi-process run when the environment says so
     arm(point)
     train.train_and_evaluate(tiny_config(root), workdir)
 
