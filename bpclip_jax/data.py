@@ -8,7 +8,7 @@ from pathlib import Path
 import ml_collections
 
 import data_pipelines
-from data_pipelines import nr_sets, synthetic
+from data_pipelines import nr_sets, pyiqa_layout, synthetic
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +25,15 @@ def ensure_synthetic(data: ml_collections.ConfigDict) -> None:
 
 
 def load_parts(data: ml_collections.ConfigDict) -> dict[str, list[data_pipelines.Record]]:
-    """{part: records} of the main set (split by data.ratios and data.split_seed, or KonIQ's
-    official split), plus every whole cross set as part '<name>/all'."""
+    """{part: records} of the main set (split by data.ratios and data.split_seed, by a pyiqa split
+    file, or KonIQ's official split), plus every whole cross set as part '<name>/all'."""
     ensure_synthetic(data)
-    if data.official_split:
+    if data.split_file:
+        parts = pyiqa_layout.split_parts(data.dataset, data.root, data.split_file, data.split_index)
+    elif data.official_split:
         if data.dataset != "koniq10k":
             raise ValueError("data.official_split exists for koniq10k only")
-        parts = nr_sets.official_split(data.root)
+        parts = data_pipelines.official_split(data.root)
     else:
         records = data_pipelines.load(data.dataset, data.root)
         parts = data_pipelines.split(records, tuple(data.ratios), data.split_seed,
