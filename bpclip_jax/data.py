@@ -8,7 +8,7 @@ from pathlib import Path
 import ml_collections
 
 import data_pipelines
-from data_pipelines import nr_sets, pyiqa_layout, synthetic
+from data_pipelines import download, nr_sets, pyiqa_layout, synthetic
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ def load_parts(data: ml_collections.ConfigDict) -> dict[str, list[data_pipelines
     """{part: records} of the main set (split by data.ratios and data.split_seed, by a pyiqa split
     file, or KonIQ's official split), plus every whole cross set as part '<name>/all'."""
     ensure_synthetic(data)
+    if data.download:
+        for name, root in ((data.dataset, data.root), *data.cross.items()):
+            download.ensure(name, root)
     if data.split_file:
         parts = pyiqa_layout.split_parts(data.dataset, data.root, data.split_file, data.split_index)
     elif data.official_split:
