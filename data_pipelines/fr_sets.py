@@ -26,6 +26,8 @@ from data_pipelines.records import (
     gathering,
     mat_strings,
     normalize,
+    read_mat,
+    read_text,
     record_paths,
     require_file,
     xlsx_rows,
@@ -119,7 +121,7 @@ def load_tid2013(root: str | Path, problems: Problems | None = None) -> list[Rec
             table.once(fields[1], where)
             return files.record(fields[1], table.score(fields[0]))
 
-        lines = table.path.read_text(encoding="utf-8-sig").splitlines()
+        lines = read_text(table.path).splitlines()
         records = table.records(((f"line {n}", line) for n, line in enumerate(lines, start=1)
                                  if line.strip()), make)
         problems.require_images(record_paths(records), table.path)
@@ -141,15 +143,12 @@ def load_live(root: str | Path, problems: Problems | None = None) -> list[Record
     files) and `refimgs/`. Entries with orgs == 1 are the references themselves and are dropped
     (982 -> 779). DMOS ~0..100, lower better, flipped in `score`.
     """
-    from scipy.io import loadmat
-
     root = Path(root)
     with gathering(problems, "live", root) as problems:
         table = Table(require_file(root / SCORE_FILES["live"], "LIVE score file"), "live", problems, "entry")
-        mat = loadmat(table.path)
-        dmos, orgs = mat["dmos"].ravel(), mat["orgs"].ravel()
+        dmos, orgs = (a.ravel() for a in read_mat(table.path, "dmos", "orgs"))
         names_mat = require_file(root / "refnames_all.mat", "LIVE reference names")
-        refnames = mat_strings(loadmat(names_mat)["refnames_all"])
+        refnames = mat_strings(read_mat(names_mat, "refnames_all")[0])
         expected = sum(n for _, n in LIVE_FOLDERS)
         if not len(dmos) == len(orgs) == len(refnames) == expected:
             raise DataError(f"{table.path}: dmos/orgs/refnames_all hold {len(dmos)}/{len(orgs)}/"

@@ -21,6 +21,7 @@ from data_pipelines.records import (
     gathering,
     mat_strings,
     normalize,
+    read_mat,
     record_paths,
     require_file,
     xlsx_rows,
@@ -107,14 +108,12 @@ def clive_record(path: Path, mos: float) -> Record:
 def load_clive(root: str | Path, problems: Problems | None = None) -> list[Record]:
     """LIVE In the Wild (CLIVE): `Data/AllImages_release.mat`, `Data/AllMOS_release.mat`,
     `Images/`. The first 7 entries are dropped (1169 -> 1162). MOS 0..100, higher better."""
-    from scipy.io import loadmat
-
     root = Path(root)
     with gathering(problems, "clive", root) as problems:
         names_mat = require_file(root / "Data" / "AllImages_release.mat", "CLIVE image list")
         mos_mat = require_file(root / SCORE_FILES["clive"], "CLIVE score file")
-        names = mat_strings(loadmat(names_mat)["AllImages_release"])
-        mos = loadmat(mos_mat)["AllMOS_release"].ravel()
+        names = mat_strings(read_mat(names_mat, "AllImages_release")[0])
+        mos = read_mat(mos_mat, "AllMOS_release")[0].ravel()
         if len(names) != len(mos):
             raise DataError(f"{mos_mat}: {len(mos)} scores for the {len(names)} images of {names_mat}")
         table = Table(mos_mat, "clive", problems, "entry")

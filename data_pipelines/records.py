@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import math
 import os
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -247,7 +248,8 @@ class Table:
         reads its meta-info files). A header without a required column is a DataError; a row whose
         number of fields differs from the header's is recorded as bad and skipped.
         """
-        with self.path.open(newline="", encoding="utf-8-sig") as f:
+        decoding = _unreadable(self.path, "CSV text", (UnicodeDecodeError, csv.Error))
+        with self.path.open(newline="", encoding="utf-8-sig") as f, decoding:
             reader = csv.reader(f)
             header = next((row for row in reader if any(c.strip() for c in row)), None)
             if header is None:
@@ -274,7 +276,8 @@ def xlsx_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict
     columns (case-insensitive), N the sheet's own row number; empty rows are skipped."""
     import openpyxl
 
-    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    with _unreadable(path, "an .xlsx workbook", (zipfile.BadZipFile, LookupError, ValueError, OSError)):
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     for sheet in book.worksheets:
         rows = enumerate(sheet.iter_rows(min_row=1, values_only=True), start=1)
         for _, row in rows:
@@ -286,6 +289,36 @@ def xlsx_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict
                     yield f"row {number}", dict(zip(header, values))
                 return
     raise DataError(f"{path}: no sheet has a header row with the columns {list(required)}")
+
+
+@contextlib.contextmanager
+def _unreadable(path: Path, what: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
+    """Turns a decoder's `errors` on a damaged or mislabelled file into a DataError naming it."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except errors as err:
+        raise DataError(f"{path}: not readable as {what} ({type(err).__name__}: {err})") from None
+
+
+def read_text(path: Path) -> str:
+    with _unreadable(path, "UTF-8 text", (UnicodeDecodeError,)):
+        return path.read_text(encoding="utf-8-sig")
+
+
+def read_mat(path: Path, *names: str) -> list:
+    """The named variables of a MATLAB file, a DataError naming the file if one is absent."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    with _unreadable(path, "a MATLAB .mat file", (MatReadError, ValueError, LookupError, OSError)):
+        mat = loadmat(path)
+    absent = [n for n in names if n not in mat]
+    if absent:
+        held = sorted(k for k in mat if not k.startswith("__"))
+        raise DataError(f"{path}: no variable {', '.join(absent)} (it holds {', '.join(held) or 'none'})")
+    return [mat[n] for n in names]
 
 
 def mat_strings(cell) -> list[str]:

@@ -21,7 +21,7 @@ def image(path: Path, seed: int, size=(H, W), fmt=None) -> np.ndarray:
 def write_csv(path: Path, header, rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
 

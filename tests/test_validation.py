@@ -396,3 +396,35 @@ def test_missing_images_are_one_line_and_a_file_not_found_error(tmp_path):
     assert str(err.value).startswith(
         f"2 of the 25 images listed in {root / 'dmos.csv'} are missing under {root}: "
     )
+
+
+@pytest.mark.parametrize(
+    "name, build, file, data, problem",
+    [
+        ("live", data_fixtures.live, "dmos.mat", b"garbage" * 10, "not readable as a MATLAB .mat file"),
+        ("csiq", data_fixtures.csiq, "csiq.DMOS.xlsx", b"garbage", "not readable as an .xlsx workbook"),
+        (
+            "kadid10k",
+            data_fixtures.kadid,
+            "dmos.csv",
+            b"dist_img,ref_img,dmos\n\xff,1,2\n",
+            "not readable as CSV text",
+        ),
+        ("tid2013", data_fixtures.tid2013, "mos_with_names.txt", b"\xff\xfe", "not readable as UTF-8 text"),
+    ],
+)
+def test_a_damaged_file_is_one_error_naming_it(tmp_path, name, build, file, data, problem):
+    root = build(tmp_path)
+    (root / file).write_bytes(data)
+    with pytest.raises(DataError) as err:
+        data_pipelines.load(name, root)
+    assert str(err.value).startswith(f"{root / file}: {problem} (") and "\n" not in str(err.value)
+
+
+def test_a_mat_file_without_the_variable_names_what_it_holds(tmp_path):
+    from scipy.io import savemat
+
+    root = data_fixtures.live(tmp_path)
+    savemat(root / "dmos.mat", {"dmos_new": np.zeros((1, 982))})
+    with pytest.raises(DataError, match=r"dmos.mat: no variable dmos, orgs \(it holds dmos_new\)"):
+        data_pipelines.load("live", root)
