@@ -77,7 +77,8 @@ def check(dataset: str, root: str, threads: int = 8) -> list[str]:
         print(f"  note: {n} files in {mode}, converted to 8-bit RGB when read")
     for p in problems:
         print(f"  PROBLEM: {p}")
-    print("  all rows are valid and all files decode" if not problems else f"  {len(problems)} problems")
+    print("  all rows are valid and all files decode" if not problems else
+          f"  {len(problems)} problem{'s' if len(problems) != 1 else ''}")
     return problems
 
 

@@ -112,9 +112,6 @@ class Problems:
         self.units: dict[str, str] = {}                         # file -> 'row' or 'entry'
         self.missing: list[tuple[str, list[str], int]] = []     # (listed in, missing paths, listed)
 
-    def __bool__(self) -> bool:
-        return bool(self.rows or self.missing)
-
     def row(self, file: str | Path, where: str, what: str, unit: str = "row") -> None:
         self.rows.append((str(file), where, what))
         self.units[str(file)] = unit
