@@ -8,7 +8,8 @@ from pathlib import Path
 import ml_collections
 
 import data_pipelines
-from data_pipelines import nr_sets, synthetic
+from bpclip_jax.errors import UserError
+from data_pipelines import download, nr_sets, pyiqa_layout, synthetic
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +25,32 @@ def ensure_synthetic(data: ml_collections.ConfigDict) -> None:
         synthetic.build(data.root, data.synthetic, seed=0, size=tuple(data.synthetic_size))
 
 
+def _once(fn, *args) -> None:
+    """fn(*args) in process 0 only (it writes files every process then reads), the others wait."""
+    import jax
+
+    if jax.process_index() == 0:
+        fn(*args)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("data files ready")
+
+
 def load_parts(data: ml_collections.ConfigDict) -> dict[str, list[data_pipelines.Record]]:
-    """{part: records} of the main set (split by data.ratios and data.split_seed, or KonIQ's
-    official split), a 'val' part held out of the training part when the split has none and
-    data.val_holdout asks, plus every whole cross set as part '<name>/all'."""
-    ensure_synthetic(data)
-    if data.official_split:
+    """{part: records} of the main set (split by data.ratios and data.split_seed, by a pyiqa split
+    file, or KonIQ's official split), a 'val' part held out of the training part when the split has
+    none and data.val_holdout asks, plus every whole cross set as part '<name>/all'."""
+    _once(ensure_synthetic, data)
+    if data.download:
+        _once(lambda: [download.ensure(name, root)
+                       for name, root in ((data.dataset, data.root), *data.cross.items())])
+    if data.split_file:
+        parts = pyiqa_layout.split_parts(data.dataset, data.root, data.split_file, data.split_index)
+    elif data.official_split:
         if data.dataset != "koniq10k":
-            raise ValueError("data.official_split exists for koniq10k only")
-        parts = nr_sets.official_split(data.root)
+            raise UserError("data.official_split exists for koniq10k only")
+        parts = data_pipelines.official_split(data.root)
     else:
         records = data_pipelines.load(data.dataset, data.root)
         parts = data_pipelines.split(records, tuple(data.ratios), data.split_seed,
@@ -43,7 +61,8 @@ def load_parts(data: ml_collections.ConfigDict) -> dict[str, list[data_pipelines
         parts[f"{name}/all"] = data_pipelines.load(name, root)
     for needed in (data.train_part, data.select_part, *data.test_parts):
         if needed and needed not in parts:
-            raise ValueError(f"config names part {needed!r}, the data has {sorted(parts)}")
+            raise UserError(f"the config names part {needed!r} (data.train_part, select_part or "
+                            f"test_parts), the data has {sorted(parts)}")
     return parts
 
 
@@ -56,12 +75,12 @@ def hold_out(records: list, data: ml_collections.ConfigDict) -> tuple[list, list
     part is untouched, so a run selecting on this part and one selecting on test (the pyiqa/TOPIQ
     practice) report on the same images."""
     if not 0 < data.val_holdout < 1:
-        raise ValueError(f"data.val_holdout must be in (0, 1), got {data.val_holdout}")
+        raise UserError(f"data.val_holdout must be in (0, 1), got {data.val_holdout}")
     parts = data_pipelines.split(records, (1 - data.val_holdout, data.val_holdout),
                                  HOLDOUT_SEED + data.split_seed, by_content=data.by_content)
     if not parts["test"]:
-        raise ValueError(f"data.val_holdout={data.val_holdout} of {len(records)} training records "
-                         f"holds out nothing to validate on")
+        raise UserError(f"data.val_holdout={data.val_holdout} of {len(records)} training records "
+                        f"holds out nothing to validate on")
     return parts["train"], parts["test"]
 
 

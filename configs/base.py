@@ -38,6 +38,9 @@ def data_config() -> ml_collections.ConfigDict:
         split_seed=0,              # the protocol's ten splits are seeds 0..9
         by_content=True,           # FR: split by reference; NR sets have one content per image
         official_split=False,      # KonIQ-10k: use koniq10k_distributions_sets.csv instead
+        split_file="",             # a pyiqa split file (.pkl): its parts by meta-info row replace ratios
+        split_index=1,             # which split of split_file (pyiqa counts from 1)
+        download=False,            # fetch the set into root (data_pipelines.download) when absent
         synthetic="",              # 'fr'/'nr': build the embedded synthetic set into root if absent
         synthetic_size=(512, 384), # (width, height) of the synthetic set's images
         train_part="train",        # the part trained on

@@ -1,4 +1,4 @@
-"""Random splits of a dataset, by content, deterministic per seed (DESIGN.md section 3)."""
+"""Random splits of a dataset by content (FR: a reference with its distortions), deterministic per seed."""
 
 from __future__ import annotations
 

@@ -62,6 +62,16 @@ def test_koniq10k_and_its_official_split(tmp_path):
     assert {k: len(v) for k, v in parts.items()} == {"train": 12, "val": 3, "test": 5}
 
 
+def test_koniq_official_split_takes_its_labels_from_the_score_file(tmp_path):
+    """The split file from the authors' GitHub has its MOS on 1..100; the labels are the score
+    file's MOS 1..5, the same records load_koniq10k gives."""
+    root = data_fixtures.koniq(tmp_path)
+    by_name = {r.dist: r for r in data_pipelines.load("koniq10k", root)}
+    parts = official_split(root)
+    assert all(r == by_name[r.dist] for part in parts.values() for r in part)
+    assert all(0 <= r.score <= 1 for part in parts.values() for r in part)
+
+
 def test_clive_drops_the_seven_training_images(tmp_path):
     records = data_pipelines.load("clive", data_fixtures.clive(tmp_path))
     _check(records, 10, "clive", fr=False)
