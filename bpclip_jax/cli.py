@@ -51,9 +51,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(_unknown_override(argv) or f"bad --config override: {err}", EXIT_USAGE)
     if "config" in FLAGS and FLAGS["config"].present:
         try:
-            FLAGS.config  # noqa: B018  (loading is lazy: load it now, before any work starts)
+            FLAGS.config.keys()  # a config that failed to load raises on first use: use it now
         except OSError as err:
-            fail(_config_load_error(FLAGS["config"].serialize(), err), EXIT_USAGE)
+            from ml_collections import config_flags
+
+            fail(_config_load_error(config_flags.get_config_filename(FLAGS["config"]), err), EXIT_USAGE)
     return rest
 
 
@@ -104,8 +106,9 @@ def _nearest(name: str, fields: list[str]) -> list[str]:
     return difflib.get_close_matches(name, fields, n=1, cutoff=0.5)
 
 
-def _config_load_error(spec: str, err: OSError) -> str:
-    path = spec.partition(":")[0]
+def _config_load_error(path: str, err: OSError) -> str:
+    if not Path(path).is_file():
+        path = path.partition(":")[0]  # FILE:ARG
     if not Path(path).is_file():
         configs = sorted(p.name for p in Path(__file__).parent.parent.joinpath("configs").glob("*.py")
                          if p.stem not in ("__init__", "base"))

@@ -27,6 +27,8 @@ def test_config_is_consistent(name):
         parts = {1: {"all"}, 2: {"train", "test"}, 3: {"train", "val", "test"}}[len(config.data.ratios)]
         if config.data.official_split:
             parts = {"train", "val", "test"}
+        if config.data.val_holdout and config.data.select_part == "val":
+            parts = parts | {"val"}  # held out of the training part (bpclip_jax.data.hold_out)
         for part in (config.data.train_part, config.data.select_part, *config.data.test_parts):
             assert not part or part in parts, (name, part)
         assert config.data.test_parts or len(config.data.cross) > 0
