@@ -34,6 +34,24 @@ def forward_fn(graphdef, out_sharding: NamedSharding | None = None):
     return jax.jit(forward, out_shardings=out_sharding)
 
 
+_COMPILED: dict = {}
+
+
+def compiled_everywhere(fn, *args):
+    """`fn` (a jitted function) compiled for the shapes of `args`, every process of a multi-process
+    run waiting until all have compiled it. Without the wait, a process still compiling makes the
+    others' first collective time out (CPU collectives give up after 30 s). One process: `fn`."""
+    if jax.process_count() == 1:
+        return fn
+    key = (fn, str(jax.tree.map(lambda x: (x.shape, x.dtype, getattr(x, "sharding", None)), args)))
+    if key not in _COMPILED:
+        import orbax.checkpoint as ocp
+
+        _COMPILED[key] = fn.lower(*args).compile()
+        ocp.multihost.sync_global_processes(f"compiled {getattr(fn, '__name__', 'fn')} {len(_COMPILED)}")
+    return _COMPILED[key]
+
+
 def shard_batch(x: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
     """A host batch that every process holds whole -> one array split over the mesh's 'data' axis."""
     sharding = NamedSharding(mesh, P("data"))
@@ -62,7 +80,9 @@ def predict(graphdef, params, frozen, records: Sequence[Record], batch_size: int
     with progress.bar(len(records), desc, "img", leave=False) as bar:
         for batch in iterator:
             ref = None if "ref" not in batch else shard_batch(batch["ref"], mesh)
-            scores = np.asarray(forward(params, frozen, shard_batch(batch["dist"], mesh), ref))
+            dist = shard_batch(batch["dist"], mesh)
+            run = compiled_everywhere(forward, params, frozen, dist, ref)
+            scores = np.asarray(run(params, frozen, dist, ref))
             mask = batch["mask"]
             out[batch["index"][mask]] = scores[mask]
             bar.update(int(mask.sum()))

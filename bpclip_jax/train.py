@@ -1,4 +1,4 @@
-"""Training: the state, one pure jitted train step, and train_and_evaluate (the paper's Sec. IV-A
+"""Training: the state, one pure jitted train step, and train_and_evaluate (the paper's Sec. III-A
 protocol on TOPIQ's recipe; docs/design.md).
 
 The step is data parallel over every device of every process (mesh axis 'data'): the global batch
@@ -320,8 +320,12 @@ def _train_loop(run: Run, start: int, stop: int) -> None:
     pending, first, t0, began = [], start, time.perf_counter(), time.perf_counter()
     bar = progress.bar(stop, "train", "step", initial=start)
     ticker = progress.Ticker()
+    step_fn = run.step_fn
     for step in range(start, stop):
-        run.state, metrics = run.step_fn(run.state, to_global(next(run.iterator), run.mesh))
+        batch = to_global(next(run.iterator), run.mesh)
+        if step == start and hasattr(step_fn, "lower"):
+            step_fn = evaluate.compiled_everywhere(step_fn, run.state, batch)
+        run.state, metrics = step_fn(run.state, batch)
         pending.append(metrics)
         done = step + 1
         epoch_end = done % spe == 0

@@ -1,4 +1,4 @@
-"""Every default, once. Experiment files override only what differs (DESIGN.md sections 1-4).
+"""Every default, once. Experiment files override only what differs (docs/design.md sections 1-4).
 
 Run a config with `python main.py --config configs/<name>.py --workdir runs/<name>`; override any
 field from the command line, e.g. `--config.optim.lr=3e-5 --config.data.root=/data/kadid10k`.
