@@ -1,6 +1,6 @@
 """A training run that SIGKILLs itself at a chosen point, for the fault-injection tests.
 
-    python -m tests.fault_driver WORKDIR DATA_ROOT POINT
+    python -m tests.fault_driver WORKDIR DATA_ROOT POINT [SECTION.FIELD=VALUE ...]
 
 POINT is one of
   step:N[:P]     when the train loop is about to run step N (mid-epoch), in process P only if given
@@ -9,7 +9,8 @@ POINT is one of
   test           while the final test writes its files
   none           no kill: the run ends normally
 The kill is a real SIGKILL: no finally block, no flush, no lock release but the OS's. The config is
-tests.runs.tiny_config, the one the unstopped reference run uses.
+tests.runs.tiny_config, the one the unstopped reference run uses, with the given fields set
+(numbers are parsed as Python literals).
 """
 
 import os
@@ -77,13 +78,20 @@ def arm(point: str) -> None:
         raise SystemExit(f"unknown kill point {point}")
 
 
-def main(workdir: str, root: str, point: str) -> None:
+def main(workdir: str, root: str, point: str, *fields: str) -> None:
+    import ast
+
     from bpclip_jax import train
     from tests.runs import tiny_config
 
     train.maybe_initialize_distributed()  # a multi-process run when the environment says so
     arm(point)
-    train.train_and_evaluate(tiny_config(root), workdir)
+    config = tiny_config(root)
+    for field in fields:
+        dotted, value = field.split("=", 1)
+        section, name = dotted.split(".")
+        config[section][name] = ast.literal_eval(value)
+    train.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":
