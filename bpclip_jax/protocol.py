@@ -15,15 +15,18 @@ terminal, plain lines in a log).
 
 Restarting the same command resumes: a split with results.json is done and only read, one with
 checkpoints resumes from them (bpclip_jax.train), one that another process is running (its
-workdir lock, bpclip_jax.lock) is waited for. A failed split is reported with the end of its log
+workdir lock, bpclip_jax.lock) is waited for; on Linux the splits die with a killed launcher, so
+none is left holding its lock. A failed split is reported with the end of its log
 and retried once; a split that fails twice is left out of the table, which says so. A finished
 split whose config.json differs from this command's config is refused: a table never mixes runs.
 
 `--variants progressive` compares the config as is (WORKDIR/base/split_k) with
 model.progressive flipped (WORKDIR/progressive_true/split_k) in one table. `--only k` runs split k
 alone (one SLURM array task), `--aggregate_only` only writes the table. Output: WORKDIR/table.md
-(also printed) and WORKDIR/table.json, each with how the checkpoints were selected (results.json's
-"selection"), a selection on the test part flagged "selected on test: optimistic".
+(also printed) and WORKDIR/table.json ({"config", "splits", "runs": {variant ('' without
+--variants): {"settings", "done", "missing": {seed: why}, "selection", "optimistic", "sets":
+{test set: {metric: [mean, std (ddof 0), n]}}}}}), each with how the checkpoints were selected
+(results.json's "selection"), a selection on the test part flagged "selected on test: optimistic".
 """
 
 from __future__ import annotations
@@ -363,6 +366,8 @@ def run_jobs(jobs: list[Job], free: list[Slot], display: Display) -> dict[Job, s
                     queue.appendleft(item)
             while queue and free:
                 job, attempt = queue.popleft()
+                if job.done():  # finished meanwhile by another process
+                    continue
                 holder = lock.holder(job.workdir)
                 if holder:
                     display.event(f"{job.name} is being run by another process ({holder}); waiting for it")
@@ -379,11 +384,14 @@ def run_jobs(jobs: list[Job], free: list[Slot], display: Display) -> dict[Job, s
                     queue.append((run.job, run.attempt + 1))
             for run in running:
                 run.progress.update()
-            display.status({r.job.name: f"{r.progress.describe(r.job.config)} [{r.slot.label}], "
-                                        f"{progress.duration(time.monotonic() - r.started)}"
-                            for r in running})
+            display.status({**{r.job.name: f"{r.progress.describe(r.job.config)} [{r.slot.label}], "
+                                           f"{progress.duration(time.monotonic() - r.started)}"
+                               for r in running},
+                            **{job.name: "waiting for the process that runs it" for job, _ in waiting}})
             time.sleep(POLL_S if running or waiting else 0)
     finally:
+        if running:
+            display.event(f"stopping {len(running)} running split(s); the same command resumes them")
         stop(running)
     return missing
 
@@ -476,7 +484,8 @@ def markdown(runs: dict, title: str, splits: int) -> str:
     with_variants = any(runs)
     head = ["test set", *(["variant"] if with_variants else []), "splits", "PLCC", "SRCC",
             "PLCC (logistic)", "KRCC", "paper PLCC / SRCC", "checkpoint selected by"]
-    lines = [f"# {title}: mean ± std over {splits} splits (seeds 0-{splits - 1})", "",
+    seeds = f"{splits} splits (seeds 0-{splits - 1})" if splits > 1 else "1 split (seed 0)"
+    lines = [f"# {title}: mean ± std over {seeds}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     sets = sorted({s for run in runs.values() for s in run["sets"]})
     for name in sets:
