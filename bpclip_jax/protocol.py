@@ -162,8 +162,7 @@ def check_configs(jobs: list[Job]) -> None:
     for job in jobs:
         if not (job.workdir / run_config.CONFIG_FILE).is_file():
             continue
-        diffs = run_config.differences(run_config.read(job.workdir), job.config)
-        diffs = {k: v for k, v in diffs.items() if not run_config._covered(k, run_config.RUNTIME)}
+        diffs = run_config.run_differences(run_config.read(job.workdir), job.config)
         if diffs:
             listing = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diffs.items())
             raise UserError(f"{job.workdir} holds a run of another config ({listing}); the table "

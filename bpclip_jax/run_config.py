@@ -107,6 +107,11 @@ def differences(saved: ml_collections.ConfigDict, given: ml_collections.ConfigDi
     return {k: (a.get(k), b.get(k)) for k in fields if a.get(k) != b.get(k)}
 
 
+def run_differences(saved: ml_collections.ConfigDict, given: ml_collections.ConfigDict) -> dict[str, tuple]:
+    """differences() outside the RUNTIME fields: what makes `given` another run than `saved`."""
+    return {k: v for k, v in differences(saved, given).items() if not _covered(k, RUNTIME)}
+
+
 def _listing(diffs: dict[str, tuple], saved_name: str, given_name: str) -> str:
     return "; ".join(f"{k}: {a!r} in {saved_name}, {b!r} {given_name}" for k, (a, b) in diffs.items())
 
@@ -114,7 +119,7 @@ def _listing(diffs: dict[str, tuple], saved_name: str, given_name: str) -> str:
 def check_resume(saved: ml_collections.ConfigDict, given: ml_collections.ConfigDict,
                  workdir: str | Path) -> None:
     """Refuses to continue a run with a config that differs from the one it started with."""
-    diffs = {k: v for k, v in differences(saved, given).items() if not _covered(k, RUNTIME)}
+    diffs = run_differences(saved, given)
     if diffs:
         raise WorkdirError(
             f"{workdir} holds a run started with another config, refusing to resume it: "
