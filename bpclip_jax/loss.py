@@ -10,7 +10,7 @@ set's scale and 1 the worst (nominally: the regressor is not bounded, so a loss 
 dropout is off, and only the images (and refs) receive gradients.
 
 A QualityLoss is a pytree whose leaves are the model's variables: pass it as an argument of your
-jitted train step (`train_step(params, batch, loss_fn)`) so that the ~35 M weights are arguments of
+jitted train step (`train_step(params, batch, loss_fn)`) so that its 35-45 M weights are arguments of
 the compiled program. Closing over it works too, but then jax embeds every weight as a constant in
 the program (a slower compile and a second copy in memory). It is pure, so jax.vmap, jax.grad and
 sharded inputs (a batch split over a mesh's 'data' axis) work as for any jax function.

@@ -88,7 +88,7 @@ def test_gradient_matches_finite_differences(images, value_and_grad):
 
 
 def test_weights_are_arguments_of_the_compiled_program_not_constants(nr, images):
-    """Passed as an argument, the loss's ~35 M weights are parameters of the program; closed over,
+    """Passed as an argument, the loss's 45 M weights (NR) are parameters of the program; closed over,
     jax would embed them as constants (a program text of hundreds of MB)."""
     lowered = jax.jit(jax.grad(lambda loss, x: loss(x), argnums=1)).lower(nr.as_loss(), images)
     assert len(lowered.as_text()) < 5_000_000
