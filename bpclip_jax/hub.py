@@ -179,6 +179,8 @@ def resolve(source: str | Path, revision: str | None = None) -> tuple[Path, str]
     source = str(source)
     if not is_repo_id(source):
         directory = Path(source).expanduser()
+        if directory.is_file():
+            raise ExportError(f"{source} is a file: give the folder that `export` wrote")
         if not directory.is_dir():
             raise ExportError(f"{source}: no such directory, and not a hub repo id (user/repo)")
         return directory, str(directory)

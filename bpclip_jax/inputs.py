@@ -26,14 +26,15 @@ import numpy as np
 from PIL import Image
 
 from bpclip_jax.errors import UserError
-from data_pipelines.images import image_size, read_rgb, to_rgb8
+from data_pipelines.images import ImageError, image_size, read_rgb, to_rgb8
 
 SPAQ_SHORT_SIDE = 448   # the SPAQ protocol's shorter side (data_pipelines.nr_sets)
 AUTO = "auto"
 
 # The errors that make one image unscorable (unreadable, truncated, too large to decode): an
-# image's failure, not a bug. Predict turns them into that image's row error.
-IMAGE_FAILURES = (UserError, ValueError, OSError, SyntaxError, MemoryError, Image.DecompressionBombError)
+# image's failure, not a bug. Predict turns them into that image's row error; any other exception
+# is a bug and keeps its traceback.
+IMAGE_FAILURES = (UserError, ImageError, OSError, SyntaxError, MemoryError, Image.DecompressionBombError)
 
 
 class InputError(UserError, ValueError):

@@ -371,8 +371,9 @@ def select_inputs(cfg) -> tuple[list[Path], list[Path | None] | None, str]:
     if not cfg.refs:
         return dists, None, ""
     note = ""
-    if Path(cfg.refs).suffix.lower() == ".csv" and Path(cfg.refs).is_file():
-        table = PairsTable.read(Path(cfg.refs).expanduser())
+    refs_path = Path(cfg.refs).expanduser()
+    if refs_path.suffix.lower() == ".csv" and refs_path.is_file():
+        table = PairsTable.read(refs_path)
         kept = [d for d in dists if not table.is_reference(d)]
         if len(kept) < len(dists):
             note = f"skipped {len(dists) - len(kept)} images that {cfg.refs} lists as references"

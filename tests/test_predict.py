@@ -142,6 +142,13 @@ def test_rows_survive_an_interrupt_and_resume_scores_only_the_rest(nr_workdir, t
     assert [Path(r["file"]).name for r in rows] == ["im0.png", "im1.png", "im2.png"] and calls == [1]
     assert all(r["error"] == "" and np.isfinite(float(r["score"])) for r in rows)
 
+    def bug(self, pairs):
+        raise RuntimeError("a bug in the model code")
+
+    monkeypatch.setattr(Scorer, "run", bug)  # a bug is no image's fault: it propagates, traceback kept
+    with pytest.raises(RuntimeError, match="a bug in the model code"):
+        predict.predict_command(predict_cfg(images, output=str(tmp_path / "other.csv")), nr_workdir)
+
 
 def test_resume_keeps_scored_rows_and_drops_failed_and_cut_ones(tmp_path):
     path = tmp_path / "predictions.csv"
