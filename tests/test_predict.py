@@ -22,8 +22,16 @@ ROOT = Path(__file__).parent.parent
 
 
 def main_py(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """main.py in a subprocess that shares this session's compilation cache (tests/conftest.py)."""
+    import os
+
+    import jax
+
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     return subprocess.run([sys.executable, "main.py", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout)
+                          timeout=timeout, env=env)
 
 
 def error_line(out: subprocess.CompletedProcess) -> str:
@@ -107,10 +115,10 @@ def test_a_huge_image_fails_its_row_and_the_others_are_written(nr_workdir, tmp_p
     assert set(rows) == {"ok0.png", "ok1.png", "huge.png"}
     huge = rows["huge.png"]["error"]
     assert "too large to decode" in huge and "225000000 pixels" in huge
-    scorer = Scorer.from_workdir(nr_workdir)
-    for name in ("ok0.png", "ok1.png"):
+    expected = Scorer.from_workdir(nr_workdir)([images / "ok0.png", images / "ok1.png"])  # one batch too
+    for name, score in zip(("ok0.png", "ok1.png"), expected):
         assert not rows[name]["error"] and rows[name]["scored_size"] == "48x32"
-        assert float(rows[name]["score"]) == pytest.approx(scorer(images / name), abs=1e-4)
+        assert float(rows[name]["score"]) == pytest.approx(score, abs=1e-4)
     assert "2 scored, 1 failed" in out.stdout
 
 
