@@ -116,11 +116,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     ))
     config.predict = ml_collections.ConfigDict(dict(
         inputs="",                 # --mode predict: a directory, a glob or one image file
-        refs="",                   # FR: one reference file, a directory (same file names) or a CSV
-                                   # with columns dist,ref
+        refs="",                   # FR: one reference file, a directory (same file names) or a
+                                   # pairs CSV: columns dist,ref or a dataset's own (KADID-10k's
+                                   # dmos.csv: dist_img,ref_img); relative refs beside the image
         output="",                 # the CSV written ('' = WORKDIR/predictions.csv)
-        size_step=64,              # sides resized to multiples of this (bounded compiles); 0 = native
-        batch_size=8,
+        overwrite=False,           # replace an existing output CSV
+        resume=False,              # keep an existing output's scored rows, score only the rest
+        size_step=0,               # 0: every image at its own size (the protocol's score); N:
+                                   # sides rounded to multiples of N (bounded compiles, scores
+                                   # differ slightly)
+        short_side="auto",         # 'auto': the training set's protocol (SPAQ models: shorter
+                                   # side > 448 downscaled to 448; others native); 0: never; N
+        batch_size=8,              # images of one size scored together
+        threads=2,                 # decoding threads
     ))
     config.export = ml_collections.ConfigDict(dict(
         path="",                   # --mode export: the directory to write the model into

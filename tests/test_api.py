@@ -1,23 +1,28 @@
-"""The notebook API: inputs of every kind, batching invariance, explanations, export round trip,
-bad input, and the bounded number of compiles for mixed sizes."""
+"""The notebook API: inputs of every kind, batching invariance, the protocol's sizes by default,
+explanations and their figure, export round trip, bad input, and the bounded number of compiles
+for mixed sizes when asked for."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from bpclip_jax import api
+from bpclip_jax import api, evaluate, predict
 from bpclip_jax.build import create_model
+from bpclip_jax.errors import UserError
+from bpclip_jax.explain import scale_phrase
+from bpclip_jax.inputs import SizePolicy, load_pixels
 from bpclip_jax.text import DIMENSIONS, PROMPTS
 from bpclip_jax.weights import WeightLoadError
 from configs import base
 from tests import data_fixtures
 
 
-def _scorer(full_reference: bool, **kwargs) -> api.Scorer:
+def _scorer(full_reference: bool, dataset: str | None = None, **kwargs) -> api.Scorer:
     config = base.get_config("tiny")
     config.model.full_reference = full_reference
     model = create_model(config.model, seed=1)
-    return api.Scorer(model, config, dataset="kadid10k" if full_reference else "koniq10k", **kwargs)
+    dataset = dataset or ("kadid10k" if full_reference else "koniq10k")
+    return api.Scorer(model, config, dataset=dataset, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +79,23 @@ def test_explanation_sums_to_one_and_follows_the_prompt_order(nr, photo, tmp_pat
         first = [i for i, p in enumerate(PROMPTS) if p.dimension == dim]
         assert ranked[0][1] == pytest.approx(max(e.probs.mean(0)[first]), rel=1e-6)
     assert e.weight_maps.shape == (4, 2, 2) and e.score == pytest.approx(nr(rgb), abs=1e-5)
+    assert e.ref is None and e.headline() == f"{e.score:.3g} on KonIQ-10k's 1-5 scale, higher is better"
     out = nr.save_explanation(tmp_path / "why.png", rgb)
     assert Image.open(out).size[0] > 300
+
+
+def test_explanation_of_a_full_reference_model_shows_its_reference(fr):
+    rng = np.random.default_rng(2)
+    dist, ref = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
+    e = fr.explain(dist, ref=ref)
+    np.testing.assert_array_equal(e.ref, ref / np.float32(255))
+    assert e.score_normalized == pytest.approx(fr(dist, ref=ref, normalized=True), abs=1e-6)
+
+
+def test_scale_phrases_give_range_and_direction():
+    assert scale_phrase("kadid10k") == "KADID-10k's 1-5 scale, higher is better"
+    assert scale_phrase("live") == "LIVE's 0-100 DMOS scale, lower is better"
+    assert scale_phrase("spaq") == "SPAQ's 0-100 scale, higher is better"
 
 
 def test_export_round_trip_gives_identical_scores(fr, tmp_path):
@@ -85,6 +105,7 @@ def test_export_round_trip_gives_identical_scores(fr, tmp_path):
     loaded = api.Scorer.from_pretrained(path, size_step=32)
     assert loaded.full_reference and loaded.dataset == "kadid10k"
     assert loaded(dist, ref=ref) == fr(dist, ref=ref)
+    assert (path / "README.md").is_file()
 
 
 def test_from_pretrained_names_what_is_wrong(fr, tmp_path):
@@ -98,8 +119,10 @@ def test_from_pretrained_names_what_is_wrong(fr, tmp_path):
     with pytest.raises(WeightLoadError, match=r"missing \(1\): mlp_reg/fc2/bias[\s\S]*mlp_reg/fc1/kernel"):
         api.Scorer.from_pretrained(path)
     (path / "meta.json").unlink()
-    with pytest.raises(FileNotFoundError, match="meta.json is missing"):
+    with pytest.raises(UserError, match="meta.json is missing"):
         api.Scorer.from_pretrained(path)
+    with pytest.raises(UserError, match="no such directory, and not a hub repo id"):
+        api.Scorer.from_pretrained(tmp_path / "nothing")
 
 
 def test_bad_inputs_get_clear_messages(fr, nr, tmp_path):
@@ -110,7 +133,7 @@ def test_bad_inputs_get_clear_messages(fr, nr, tmp_path):
         nr(image, ref=image)
     with pytest.raises(api.InputError, match="is 64x64 but its reference is 65x64"):
         fr(image, ref=np.zeros((64, 65, 3), np.uint8))
-    with pytest.raises(api.InputError, match=r"must be in \[0, 1\]"):
+    with pytest.raises(api.InputError, match=r"must be finite and in \[0, 1\]"):
         nr(np.full((64, 64, 3), 2.0, np.float32))
     with pytest.raises(api.InputError, match="nothing.png: no such file"):
         nr(tmp_path / "nothing.png")
@@ -122,30 +145,67 @@ def test_predict_files_reports_failed_rows_and_scores_the_rest(nr, tmp_path):
     for i in range(3):
         data_fixtures.image(tmp_path / f"ok{i}.png", i, size=(64, 64))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnope")
-    rows = api.predict_files(nr, api.list_images(str(tmp_path)))
+    rows = predict.predict_files(nr, api.list_images(str(tmp_path)))
     failed = [r for r in rows if r["error"]]
     assert len(rows) == 4 and len(failed) == 1 and "broken.png" in failed[0]["error"]
     assert all(np.isfinite(r["score"]) and r["sharpness"] in DIMENSIONS["sharpness"]
                for r in rows if not r["error"])
-    api.write_rows(tmp_path / "out.csv", rows)
-    text = (tmp_path / "out.csv").read_text()
-    assert "broken.png" in text and text.count("\n") == 5
-    assert "FAILED" in api.format_table(rows)
+    assert "FAILED" in predict.format_table(rows)
 
 
-def test_mixed_sizes_compile_a_bounded_number_of_shapes(tmp_path):
+def test_mixed_sizes_compile_a_bounded_number_of_shapes_with_size_step():
     scorer = _scorer(False, size_step=32)
     sizes = [(h, w) for h in (40, 44, 47, 52, 58, 60) for w in (41, 62)]
     images = [np.full((h, w, 3), 128, np.uint8) for h, w in sizes]
     scores = scorer(images)
     assert len(set(sizes)) == 12 and np.all(np.isfinite(scores))
-    targets = {api.target_size(h, w, 32) for h, w in sizes}
+    targets = {scorer.sizes.target(h, w) for h, w in sizes}
     assert targets == {(32, 32), (32, 64), (64, 32), (64, 64)}
     assert scorer.compiled_shapes() == len(targets) == 4
 
 
-def test_large_photos_follow_the_spaq_protocol():
-    assert api.target_size(3000, 4000, 0) == (448, 597)
-    assert api.target_size(3000, 4000, 64) == (448, 576)
-    assert api.target_size(384, 512, 64) == (384, 512)  # KADID-sized images are untouched
-    assert api.target_size(500, 500, 0) == (500, 500)
+def test_default_sizes_are_the_protocols():
+    """Every benchmark image keeps its size unless the model is a SPAQ model (shorter side 448)."""
+    for dataset in ("clive", "live", "koniq10k", "kadid10k", "tid2013", "csiq"):
+        policy = SizePolicy.for_dataset(dataset)
+        for size in ((500, 500), (512, 768), (505, 634), (384, 512), (3000, 4000)):
+            assert policy.target(*size) == size, (dataset, size)
+    spaq = SizePolicy.for_dataset("spaq")
+    assert spaq.target(3000, 4000) == (448, 597) and spaq.target(448, 448) == (448, 448)
+    assert SizePolicy.for_dataset("spaq", short_side=0).target(3000, 4000) == (3000, 4000)
+    assert SizePolicy.for_dataset("clive", size_step=64).target(500, 500) == (512, 512)
+    with pytest.raises(UserError, match="short_side must be 'auto' or a number"):
+        SizePolicy.for_dataset("spaq", short_side="big")
+
+
+def test_spaq_photos_are_resized_as_the_spaq_reader_resizes_them(tmp_path):
+    from data_pipelines.nr_sets import resize_short_side
+
+    rgb = data_fixtures.image(tmp_path / "photo.jpg", 3, size=(900, 600), fmt="JPEG")
+    (copy,) = resize_short_side([tmp_path / "photo.jpg"], tmp_path / "448", 448)
+    ours = SizePolicy.for_dataset("spaq").apply(load_pixels(tmp_path / "photo.jpg"))
+    assert rgb.shape == (900, 600, 3) and ours.shape == (672, 448, 3)
+    np.testing.assert_array_equal(ours, np.asarray(Image.open(copy)) / np.float32(255))
+
+
+def test_scorer_gives_the_score_of_the_evaluation_protocol(tmp_path):
+    """A CLIVE model scores a 40x56 image as `--mode eval` does: at its own size (the old default
+    rounded it to 64x64, another score)."""
+    from flax import nnx
+
+    from data_pipelines.records import Record
+
+    data_fixtures.image(tmp_path / "odd.png", 4, size=(40, 56))
+    config = base.get_config("tiny")
+    config.model.full_reference = False
+    model = create_model(config.model, seed=1)
+    record = Record(dist=str(tmp_path / "odd.png"), ref=None, mos=50.0, score=0.5, content="odd",
+                    dataset="clive")
+    protocol = evaluate.predict(*nnx.split(model, nnx.Param, ...), [record])
+    scorer = api.Scorer(model, config, dataset="clive")
+    assert scorer(tmp_path / "odd.png", normalized=True) == pytest.approx(float(protocol[0]), abs=1e-6)
+
+
+def test_from_workdir_without_config_json_is_one_clear_error(tmp_path):
+    with pytest.raises(UserError, match="holds no config.json: it is not a training run's workdir"):
+        api.Scorer.from_workdir(tmp_path)
