@@ -75,7 +75,7 @@ def _assert_same_results(a: dict, b: dict) -> None:
     for name in a:
         for key, value in a[name].items():
             if isinstance(value, float):
-                assert b[name][key] == pytest.approx(value, rel=1e-3, abs=1e-4), (name, key)
+                assert b[name][key] == pytest.approx(value, rel=1e-3, abs=1e-4, nan_ok=True), (name, key)
 
 
 @pytest.fixture(scope="module")
