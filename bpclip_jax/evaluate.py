@@ -17,7 +17,7 @@ from jax.sharding import PartitionSpec as P
 
 from bpclip_jax import metrics
 from data_pipelines import pipeline
-from data_pipelines.records import Record, to_mos
+from data_pipelines.records import SCALES, Record, to_mos
 
 
 @functools.lru_cache(maxsize=8)
@@ -105,28 +105,52 @@ def write_predictions(path: Path, records: Sequence[Record], pred: np.ndarray) -
                              f"{s:.9g}"])
 
 
-def scatter_plot(path: Path, records: Sequence[Record], pred: np.ndarray, title: str) -> None:
-    """Prediction against MOS with the fitted 4-parameter logistic curve."""
-    import matplotlib
+def _scale_name(dataset: str) -> str:
+    """'kadid10k scale 1-5, higher = better': how a set's labels read (records.SCALES)."""
+    lo, hi, higher_better = SCALES[dataset]
+    return f"{dataset} scale {lo:g}-{hi:g}, {'higher' if higher_better else 'lower'} = better"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def scatter_figure(records: Sequence[Record], pred: np.ndarray, title: str, step: int | None = None):
+    """A matplotlib Figure of MOS against prediction, both in the set's own scale, with:
+    the 4-parameter logistic fitted from prediction to MOS, drawn over the prediction range; the
+    line prediction = MOS; SRCC, PLCC (plain and after the fit) and n in the title, with the
+    checkpoint's `step` when given. Axes span the set's scale (and any value outside it).
+
+    records: the rated records (one dataset); pred: `[N]` scores in [0, 1], higher = better.
+    """
+    from matplotlib.figure import Figure  # not pyplot: no global backend or figure state
+
+    dataset = records[0].dataset
     mos = np.asarray([r.mos for r in records])
-    mapped = to_mos(pred, records[0].dataset)
-    params = metrics.fit_logistic(mapped, mos)
-    xs = np.linspace(mapped.min(), mapped.max(), 200)
-    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=120)
-    ax.scatter(mapped, mos, s=6, alpha=0.5, label="images")
-    ax.plot(xs, metrics.logistic4(xs, *params), "r-", lw=1.5, label="logistic fit")
-    ax.set_xlabel("prediction (MOS scale)")
-    ax.set_ylabel("MOS")
+    mapped = to_mos(np.asarray(pred, np.float64), dataset)
     m = metrics.all_metrics(mapped, mos)
-    ax.set_title(f"{title}: SRCC {m['srcc']:.3f}, PLCC {m['plcc']:.3f}")
-    ax.legend(loc="best")
+    xs = np.linspace(mapped.min(), mapped.max(), 300)
+    curve = metrics.logistic4(xs, *metrics.fit_logistic(mapped, mos))
+    lo, hi, _ = SCALES[dataset]
+    values = np.concatenate([mapped, mos, [lo, hi]])
+    margin = 0.04 * (values.max() - values.min())
+    limits = (values.min() - margin, values.max() + margin)
+
+    fig = Figure(figsize=(5.6, 5.2), dpi=120)
+    ax = fig.add_subplot()
+    ax.plot(limits, limits, ls="--", lw=0.8, color="0.6", label="prediction = MOS")
+    ax.scatter(mapped, mos, s=10, alpha=0.6, color="tab:blue", edgecolors="none", label="images")
+    ax.plot(xs, curve, color="tab:red", lw=2, label=f"logistic fit (PLCC {m['plcc_logistic']:.3f})")
+    ax.set(xlim=limits, ylim=limits, aspect="equal", xlabel=f"prediction ({_scale_name(dataset)})",
+           ylabel=f"MOS ({_scale_name(dataset)})")
+    head = title if step is None else f"{title}, checkpoint of step {step}"
+    ax.set_title(f"{head}\nSRCC {m['srcc']:.3f}   PLCC {m['plcc']:.3f}   n {m['n']}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def scatter_plot(path: Path, records: Sequence[Record], pred: np.ndarray, title: str,
+                 step: int | None = None) -> None:
+    """Writes scatter_figure(records, pred, title, step) to `path` (PNG)."""
+    scatter_figure(records, pred, title, step).savefig(path)
 
 
 def _atomic(path: Path, write, *args) -> Path:

@@ -116,17 +116,24 @@ def prompt_features(source: str = CLIP_DEFAULT, prompts: Sequence[Prompt] = PROM
 
 
 def random_features(num: int = len(PROMPTS), dim: int = 512, seed: int = 0,
-                    cosine: float = 0.85) -> np.ndarray:
-    """Stand-in text features for offline runs without CLIP weights: random unit vectors whose
-    pairwise cosine similarity is about `cosine`, as CLIP's features of the 40 short prompts are
-    (they share "a ... photo."). Independent random vectors would be near-orthogonal, and tau = 100
-    would then saturate the prompt softmax and stall training.
+                    cosine: float = 0.995) -> np.ndarray:
+    """`[num, dim]` float32 unit vectors: stand-in text features for offline runs without CLIP
+    weights, with every pairwise cosine similarity equal to `cosine` (a shared component plus one
+    orthogonal component per prompt); random given `seed`.
+
+    What the prompt softmax sees is tau * (cosine of an image feature x to each prompt), and the
+    gap tau opens between prompts k and j is at most tau * |t_k - t_j| = tau * sqrt(2 (1 - cosine))
+    for any unit x. The default makes that 10 logits at tau = 100, the spread that CLIP's
+    prompts show for an image (their cosines to it differ by up to about 0.1), so the softmax stays
+    graded. Stand-ins of CLIP's own pairwise cosines (~0.85) allow gaps of 55 logits, one-hot
+    probabilities, and the offline demo collapsed onto them (README, "The main job").
 
     They carry no language: prompt probabilities of a model built on them explain nothing.
     """
-    rng = np.random.default_rng(seed)
-    common = rng.standard_normal(dim)
-    noise = rng.standard_normal((num, dim))
-    common, noise = common / np.linalg.norm(common), noise / np.linalg.norm(noise, axis=1, keepdims=True)
-    features = np.sqrt(cosine) * common + np.sqrt(1 - cosine) * noise
-    return (features / np.linalg.norm(features, axis=-1, keepdims=True)).astype(np.float32)
+    if not 0 <= cosine < 1 or num >= dim:
+        raise ValueError(f"random_features needs 0 <= cosine < 1 and num < dim, got {cosine}, {num}, {dim}")
+    # num + 1 orthonormal directions: one shared, one of its own per prompt, so every pairwise
+    # cosine is exactly `cosine`
+    basis, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, num + 1)))
+    features = np.sqrt(cosine) * basis[:, 0] + np.sqrt(1 - cosine) * basis[:, 1:].T
+    return features.astype(np.float32)
