@@ -183,7 +183,9 @@ def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | 
         if jax.process_index() == 0:
             stem = label.replace("/", "_")
             written.append(_atomic(workdir / f"predictions_{stem}.csv", write_predictions, records, pred))
-            written.append(_atomic(workdir / f"scatter_{stem}.png", scatter_plot, records, pred, label))
+            step = None if selection is None else selection["step"]
+            written.append(_atomic(workdir / f"scatter_{stem}.png", scatter_plot, records, pred, label,
+                                   step))
         if jax.process_index() == 0:
             print(f"{label}: " + ", ".join(f"{k} {v:.4f}" if k != "n" else f"n {v}"
                                            for k, v in results[label].items()), flush=True)

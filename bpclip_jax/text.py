@@ -1,6 +1,6 @@
 """The 40 quality prompts and their CLIP text features (a constant of the model).
 
-The paper does not list its adjectives; DESIGN.md fixes them (a [choice]): six dimensions, the
+The paper does not list its adjectives; docs/design.md fixes them (a [choice]): six dimensions, the
 template "a {adjective} photo." ("an" before a vowel), fixed order, index = column of T.
 Features are computed once per source by the frozen text tower and cached on disk.
 """
