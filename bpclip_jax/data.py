@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import ml_collections
 
 import data_pipelines
 from bpclip_jax.errors import UserError
-from data_pipelines import download, nr_sets, pyiqa_layout, synthetic
+from data_pipelines import download, pyiqa_layout, synthetic
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +17,7 @@ def ensure_synthetic(data: ml_collections.ConfigDict) -> None:
     """Builds the embedded synthetic set into data.root when the config asks and it is absent."""
     if not data.synthetic:
         return
-    marker = "dmos.csv" if data.synthetic == "fr" else nr_sets.KONIQ_SCORES
-    if not (Path(data.root) / marker).is_file():
+    if not synthetic.is_current(data.root):  # absent, or built with another label definition
         log.info("building the synthetic %s set in %s (synthetic labels, not human opinion)",
                  data.synthetic.upper(), data.root)
         synthetic.build(data.root, data.synthetic, seed=0, size=tuple(data.synthetic_size))

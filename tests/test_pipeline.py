@@ -206,11 +206,16 @@ def test_synthetic_fr_set_is_kadid_shaped_labelled_and_deterministic(tmp_path):
     assert len(records) == 2 * len(synthetic.DISTORTIONS) * synthetic.LEVELS
     assert len({r.distortion for r in records}) == len(synthetic.DISTORTIONS) >= 12
     assert Image.open(records[0].dist).size == (512, 384)
-    for r in records:
-        kind, level = (int(x) for x in Path(r.dist).stem.split("_")[1:])
-        assert r.mos == pytest.approx(synthetic.label(kind, level), abs=1e-4)
-    assert all(synthetic.label(k, lv) > synthetic.label(k, lv + 1) for k in synthetic.DISTORTIONS
-               for lv in range(1, 5))
+    by_key = {}
+    for r in records:  # label = 1 + 4 * the mean SSIM of the type and level over the photos
+        key = tuple(int(x) for x in Path(r.dist).stem.split("_")[1:])
+        by_key.setdefault(key, []).append((r.mos, synthetic.ssim(read_rgb(r.dist), read_rgb(r.ref))))
+    for (kind, level), pairs in by_key.items():
+        expected = 1 + 4 * np.mean([s for _, s in pairs])
+        assert all(mos == pytest.approx(expected, abs=1e-4) for mos, _ in pairs), (kind, level)
+        if level < synthetic.LEVELS:
+            assert pairs[0][0] > by_key[(kind, level + 1)][0][0]  # stronger levels score lower
+    assert synthetic.is_current(a)
     b = synthetic.build(tmp_path / "b", "fr", seed=0, photos=2)
     c = synthetic.build(tmp_path / "c", "fr", seed=1, photos=2)
     noisy = "images/I01_11_03.png"
