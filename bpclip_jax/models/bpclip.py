@@ -1,7 +1,7 @@
 """BPCLIP: bottom-up multiscale cross attention over ResNet50 levels, mapped into CLIP's text space.
 
-The equations are the paper's (Eq. 1-9); the shapes and every choice the paper leaves open are in
-DESIGN.md section 1. Choices that are ours, each a constructor switch:
+The equations are the paper's (Eq. 1-9); the layers are TOPIQ's (models/layers.py). Choices that are
+ours, each a constructor switch:
   - `progressive`: MSCA pairs levels literally as Eq. 4 (query = G_i) by default; True carries the
     query (Q_1 = G_1, Q_{i+1} = G'_i).
   - `branches`: 'info+weight' (the paper) or 'info' (Table VI: uniform token weights).
@@ -10,6 +10,13 @@ DESIGN.md section 1. Choices that are ours, each a constructor switch:
   - `use_text`: False regresses from concat(g_i) instead of the 40 prompt probabilities.
   - `learn_tau`: tau = exp(log_tau), log_tau initialized to and clipped at ln 100; else tau = 100.
   - the token weight is one scalar per token, and the weighted pooling precedes the CLIP mapping.
+
+Precision: `dtype` (bfloat16 for GPU runs; parameters stay float32) is the compute dtype of the
+backbone, GLP, the attention layers and the per-token heads MLP_f, MLP_w. Attention and prompt
+softmaxes, LayerNorm statistics, the token pooling, the cosine similarity and the heads after the
+pooling (MLP_x, MLP_reg) are float32 whatever `dtype` says: those heads see B*4 vectors, so float32
+costs nothing there, while a bfloat16 score is rounded to steps of 2^-8 (0.004 on [0.5, 1)), which
+ties images and costs SRCC.
 """
 
 from __future__ import annotations
@@ -92,14 +99,14 @@ class BPCLIP(nnx.Module):
         self.mlp_w = MLP(dim, dim, 1, **head) if branches == "info+weight" else None
         if use_text:
             self.text_features = TextFeatures(text_features)
-            self.mlp_x = MLP(dim, clip_dim, clip_dim, **head)
+            self.mlp_x = MLP(dim, clip_dim, clip_dim, norm=True, dtype=jnp.float32, rngs=rngs)
             reg_in = NUM_PAIRS * num_prompts
         else:
             self.text_features = None
             self.mlp_x = None
             reg_in = NUM_PAIRS * dim
         self.log_tau = nnx.Param(jnp.asarray(math.log(CLIP_LOGIT_SCALE))) if learn_tau else None
-        self.mlp_reg = MLP(reg_in, dim, 1, norm=False, dtype=dtype, rngs=rngs)
+        self.mlp_reg = MLP(reg_in, dim, 1, norm=False, dtype=jnp.float32, rngs=rngs)
 
     def normalize(self, images: jax.Array) -> jax.Array:
         """[B,H,W,3] in [0,1] -> ImageNet-normalized, in the compute dtype."""
@@ -163,7 +170,7 @@ class BPCLIP(nnx.Module):
         g = (f * w).sum(axis=2) / (w.sum(axis=2) + 1e-8)                     # [B,4,D] (Eq. 6)
         b = g.shape[0]
         if self.use_text:
-            x = self.mlp_x(g.astype(self.dtype)).astype(jnp.float32)           # [B,4,E] (Eq. 7)
+            x = self.mlp_x(g)                                                # [B,4,E] (Eq. 7)
             x = x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
             text = jax.lax.stop_gradient(self.text_features[...])
             similarity = x @ text.T                                          # [B,4,P] (Eq. 8)
@@ -172,7 +179,7 @@ class BPCLIP(nnx.Module):
         else:
             similarity = probs = None
             features = g.reshape(b, -1)
-        score = self.mlp_reg(features.astype(self.dtype))[:, 0].astype(jnp.float32)  # (Eq. 9)
+        score = self.mlp_reg(features)[:, 0]                                 # [B] (Eq. 9)
         aux = {"token_weights": w[..., 0], "gates": gates}
         if self.use_text:
             aux.update(probs=probs, similarity=similarity)
