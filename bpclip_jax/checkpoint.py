@@ -151,6 +151,9 @@ class Checkpoints:
     def _restore(self, manager: ocp.CheckpointManager, step: int, abstract) -> tuple[object, dict]:
         """(tree, meta) of one step, verified; raises on anything unreadable or altered."""
         where = Path(manager.directory) / str(step)
+        if not (where / "state" / "_METADATA").is_file():  # orbax writes it with every state item
+            raise ValueError(f"{where / 'state'} has no _METADATA: the write did not finish or a file "
+                             f"was lost")
         restored = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_abstract(abstract)), meta=ocp.args.JsonRestore()))
         meta = restored["meta"]

@@ -30,7 +30,7 @@ from tests import data_fixtures  # noqa: E402
 def evaluation(config) -> dict:
     """Predictions of 10 records (3 padded batches of 8 on 8 devices) on 1 device and on 8."""
     with tempfile.TemporaryDirectory() as tmp:
-        records = load("kadid10k", data_fixtures.kadid(Path(tmp), refs=2, per_ref=5))
+        records = load("kadid10k", data_fixtures.kadid(Path(tmp), refs=5, per_ref=2))
         graphdef, params, frozen = nnx.split(create_model(config.model, seed=0), nnx.Param, ...)
         single = evaluate.predict(graphdef, params, frozen, records, 4)
         mesh = train.make_mesh()

@@ -1,5 +1,7 @@
 """The tiny training config the run tests share (tests/conftest.py trains it once per session)."""
 
+import json
+
 from configs import base
 
 
@@ -11,3 +13,9 @@ def tiny_config(root, **train_overrides):
     for key, value in train_overrides.items():
         config.train[key] = value
     return config
+
+
+def same_results(a: dict, b: dict) -> bool:
+    """Equal results.json contents, NaN equal to NaN (a tiny test part's logistic fit is NaN, and
+    NaN != NaN would make two identical runs differ)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

@@ -50,6 +50,11 @@ REFERENCE_CASES = [
 ]
 
 
+# The prompt softmax multiplies each cosine by tau (up to 100): float32 rounding of a cosine (~1e-7)
+# moves a probability by ~1e-5 of the largest one (1.08e-5 on the CI machine, under 1e-5 here).
+PROBS_TOLERANCE = 5e-5
+
+
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
 def test_forward_matches_a_torch_reference(case):
     """Eq. 1-9 downstream of the backbone (GLP, positional map, MSCA/SA pairing and direction, token
@@ -69,9 +74,9 @@ def test_forward_matches_a_torch_reference(case):
     with torch.no_grad():
         expected, expected_aux = ref.bpclip_forward(model, levels(dist), levels(other) if fr else None)
     assert ref.relative_error(score, expected) < 1e-5
-    for key in ("token_weights", "similarity", "probs"):
+    for key, tolerance in (("token_weights", 1e-5), ("similarity", 1e-5), ("probs", PROBS_TOLERANCE)):
         if key in expected_aux:
-            assert ref.relative_error(aux[key], expected_aux[key]) < 1e-5, key
+            assert ref.relative_error(aux[key], expected_aux[key]) < tolerance, key
     for got, want in zip(aux["gates"], expected_aux["gates"], strict=True):
         assert ref.relative_error(got, want) < 1e-5
 

@@ -20,10 +20,12 @@ from configs import base
 # step a float32 difference resolves (its ReLUs and max-pools switch, and with calibrated BatchNorm
 # it even jumps), so the finite-difference test puts the backbone's ReLUs in their linear part
 # (every BatchNorm shift +3). Directions: the gradient's own and two halfway between it and a
-# random direction (a random direction alone sees a derivative too small for float32).
-# Measured relative errors at steps 3e-3..1e-1: 0.2% to 0.8% along the gradient.
-FD_EPS = 0.01
-FD_TOLERANCE = 0.02
+# random direction (a random direction alone sees a derivative too small for float32). The step is
+# large because the derivative is small (4e-5 per unit of image norm at the loss's 0.94): at a step
+# of 0.01 the two losses differ by 15 float32 ulps, and rounding alone is a 7-10% error. Measured
+# relative errors of the three directions: steps 0.05-0.2, 0.2% to 1.2%; 0.01, up to 10%; 0.3, 2.2%.
+FD_EPS = 0.1
+FD_TOLERANCE = 0.03
 
 
 def _scorer(full_reference: bool = False) -> Scorer:

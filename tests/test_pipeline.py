@@ -113,14 +113,21 @@ def test_train_batches_are_deterministic_and_resume_exactly(tmp_path):
     assert not np.array_equal(next(other)["dist"], first[0]["dist"])
 
 
-def test_epochs_are_reshuffled_and_shards_are_disjoint(tmp_path):
+def test_epochs_are_reshuffled_and_processes_split_each_global_batch(tmp_path):
     records = data_pipelines.load("kadid10k", data_fixtures.kadid(tmp_path))
     it = pipeline.loader(pipeline.train_dataset(records, batch_size=20, crop=8, seed=0))
-    epoch1, epoch2 = next(it)["score"], next(it)["score"]
-    assert sorted(epoch1) == sorted(epoch2) and not np.array_equal(epoch1, epoch2)
-    shards = [pipeline.shard_records(records, i, 2) for i in range(2)]
-    assert not {r.dist for r in shards[0]} & {r.dist for r in shards[1]}
-    assert len(shards[0]) + len(shards[1]) == len(records)
+    epoch1, epoch2 = next(it), next(it)
+    assert sorted(epoch1["score"]) == sorted(epoch2["score"])
+    assert not np.array_equal(epoch1["score"], epoch2["score"])
+    # Two processes hold the two halves of the same global batches (same records, crops, flips),
+    # from any start step.
+    for start, whole in ((0, epoch1), (1, epoch2)):
+        halves = [next(pipeline.loader(pipeline.train_dataset(
+            records, batch_size=20, crop=8, seed=0, process=(i, 2), start_step=start))) for i in range(2)]
+        for key in whole:
+            np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), whole[key])
+    with pytest.raises(ValueError, match="does not split over 3 processes"):
+        pipeline.train_dataset(records, batch_size=20, crop=8, seed=0, process=(0, 3))
 
 
 # ---------------------------------------------------------------- evaluation

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import data_pipelines
+from bpclip_jax.errors import UserError
 from data_pipelines import pyiqa_layout
 from data_pipelines.records import DataError
 from tests import data_fixtures
@@ -121,7 +122,7 @@ def test_config_split_file_reaches_the_parts(tmp_path):
     parts = load_parts(config.data)
     assert [len(parts[p]) for p in ("train", "val")] == [16, 4] and "test" not in parts
     config.data.test_parts = ("test",)
-    with pytest.raises(ValueError, match=r"config names part 'test', the data has \['train', 'val'\]"):
+    with pytest.raises(UserError, match=r"config names part 'test' .*the data has \['train', 'val'\]"):
         load_parts(config.data)
 
 
