@@ -280,6 +280,12 @@ class Checkpoints:
 
     def close(self) -> None:
         for manager in (self.latest, self.best, self.frozen):
+            # orbax's close() does not join the clean-up of temporary folders that the manager
+            # starts when it opens; a process that exits at once (an early error) would print that
+            # thread's traceback at shutdown. Join it first.
+            join_cleanup = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)
+            if join_cleanup is not None:
+                join_cleanup()
             manager.close()
 
 

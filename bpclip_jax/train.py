@@ -219,11 +219,20 @@ def _check_batch(config) -> None:
 def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
     """Everything a training run needs, resumed from the workdir's newest good checkpoint when it
     has one (refusing a config that differs from the run's own), else from `init_from`, else new."""
-    from bpclip_jax import data
 
     workdir = Path(workdir)
     _check_batch(config)
     ckpt = checkpoint.Checkpoints(workdir, config.train.max_to_keep)
+    try:
+        return _setup(config, workdir, ckpt)
+    except BaseException:
+        ckpt.close()  # joins orbax's threads: an early error exits with its one line, nothing else
+        raise
+
+
+def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Checkpoints) -> Run:
+    from bpclip_jax import data
+
     resuming = bool(ckpt.latest.all_steps())
     if resuming:
         run_config.check_resume(run_config.read(workdir), config, workdir)
