@@ -333,14 +333,15 @@ def predict_files(scorer: Scorer, dists: list[Path], refs: list[Path | None] | N
 
 
 def format_table(rows: list[dict], limit: int = 50) -> str:
-    lines = [f"{'file':40s} {'score':>8s}  top adjectives"]
+    words = any(row.get(d) for row in rows for d in DIMENSIONS)  # none without the text branch
+    lines = [f"{'file':40s} {'score':>8s}" + ("  top adjectives" if words else "")]
     for row in rows[:limit]:
         name = Path(row["file"]).name[-40:]
         if row["error"]:
             lines.append(f"{name:40s} {'FAILED':>8s}  {row['error']}")
         else:
-            adjectives = ", ".join(row[d] for d in DIMENSIONS if d in row)
-            lines.append(f"{name:40s} {row['score']:8.4f}  {adjectives}")
+            adjectives = ", ".join(row[d] for d in DIMENSIONS if row.get(d))
+            lines.append(f"{name:40s} {row['score']:8.4f}" + (f"  {adjectives}" if words else ""))
     if len(rows) > limit:
         lines.append(f"... {len(rows) - limit} more rows in the CSV")
     return "\n".join(lines)
