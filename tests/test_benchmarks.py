@@ -30,3 +30,16 @@ def test_profile_summary_reports_time_per_step():
     # Rows carry a per-step time and an op name; the busy time is positive.
     assert float(header.split("busy ")[1].split(" ms")[0]) > 0
     assert any("ms/step" in row and row.split()[-1] for row in text.splitlines()[1:])
+
+
+def test_bf16_drift_scores_a_run_in_both_dtypes_and_writes_nothing(trained, capsys):
+    import bf16_drift
+
+    workdir, results = trained
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    scored = {dtype: bf16_drift.score(str(workdir), dtype) for dtype in ("float32", "bfloat16")}
+    f32, bf16 = scored["float32"]["kadid10k/test"], scored["bfloat16"]["kadid10k/test"]
+    assert f32.metrics["srcc"] == results["kadid10k/test"]["srcc"]  # float32 is the run's own score
+    assert f32.pred.shape == bf16.pred.shape == (4,)
+    assert 0 < abs(f32.pred - bf16.pred).max() < 0.05  # bf16 differs, slightly
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
