@@ -8,6 +8,11 @@ with both and prints, per part, the metrics of each and the largest score differ
 [0, 1] scale. Writes nothing in the workdir.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
+
 import dataclasses
 
 import numpy as np

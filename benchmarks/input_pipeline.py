@@ -7,6 +7,11 @@ Prints pairs/s for each (threads, workers) setting given; the first batches (war
 decoding) are not timed.
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
+
 import json
 import tempfile
 import time

@@ -16,6 +16,11 @@ so one run on a lent GPU says where the time goes without copying traces back.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
+
 import collections
 import glob
 import json

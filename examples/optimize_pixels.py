@@ -15,9 +15,13 @@ not constants embedded in it), gradients with respect to the pixels only.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
+
 import argparse
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -10,6 +10,11 @@ whether they fall strictly as the distortion grows.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
+
 import argparse
 import io
 
