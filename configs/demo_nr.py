@@ -9,8 +9,8 @@ reference to compare with, a frozen random backbone gives the heads nothing to l
 runs the backbone on one image per example instead of two. Measured on 2 CPU cores: validation
 SRCC about 0.5 after 2-4 epochs (~2 min each): without a reference, learning distortion from
 random weights on seven training photographs is slow; treat this demo as a check of the NR code
-path, not of accuracy. (Measured with the earlier text stand-ins, pairwise cosine 0.85;
-not yet rerun with text.random_features' 0.995.)
+path, not of accuracy. Like demo_fr it runs without the text branch. (Measured with the
+earlier hand-set labels and the text branch on stand-in features; not rerun since.)
 """
 
 from configs import demo_fr
