@@ -42,6 +42,11 @@ class CheckpointError(WorkdirError):
     """No usable checkpoint is left where one was expected; the message names the folders."""
 
 
+class ModelMismatchError(CheckpointError):
+    """A checkpoint holds another model's arrays: a config that differs from the run's, not damage
+    (nothing is moved aside)."""
+
+
 def checksums(tree) -> dict[str, int]:
     """{path: CRC-32 of the array's bytes} of every leaf (host copies: one transfer per save)."""
     leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
@@ -82,9 +87,11 @@ def _abstract(tree):
     return jax.tree.map(spec, tree)
 
 
-def _manager(directory: Path, max_to_keep: int | None) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           cleanup_tmp_directories=True,
+def _manager(directory: Path, max_to_keep: int | None, writer: bool) -> ocp.CheckpointManager:
+    """A reader (evaluation, export, predict) changes nothing on disk: no folder created, and no
+    clean-up of temporary folders, which may be a training run's step being written."""
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=writer, read_only=not writer,
+                                           cleanup_tmp_directories=writer,
                                            enable_async_checkpointing=False)
     return ocp.CheckpointManager(directory, options=options,
                                  item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -96,15 +103,18 @@ class Checkpoints:
     ShapeDtypeStructs) of the shapes to restore."""
 
     def __init__(self, workdir: str | Path, max_to_keep: int = 2, *, create: bool = True):
-        """create=False (evaluation, export) reads what exists and creates no folder."""
+        """create=False (evaluation, export, predict) reads what exists and changes nothing: no
+        folder is created and a bad step is reported, not moved aside (that is the training run's
+        decision)."""
         self.root = Path(workdir).absolute() / "checkpoints"
         self.best_file = self.root / "best.json"
+        self.writer = create
         if not create and not (self.root / "latest").is_dir():
             raise CheckpointError(f"{self.root.parent} holds no checkpoint; train first")
         folders = {name: self.root / name for name in ("latest", "best", "frozen")}
-        self.latest = _manager(folders["latest"], max_to_keep)
-        self.best = _manager(folders["best"], None)  # pruned by hand: see the module docstring
-        self.frozen = _manager(folders["frozen"], 1)
+        self.latest = _manager(folders["latest"], max_to_keep, create)
+        self.best = _manager(folders["best"], None, create)  # pruned by hand: see the module docstring
+        self.frozen = _manager(folders["frozen"], 1, create)
 
     # ------------------------------------------------------------------ saving
 
@@ -118,7 +128,15 @@ class Checkpoints:
 
     def discard_unrecorded(self) -> None:
         """A run starting anew: best and frozen steps left without a latest record (a run killed
-        before its first checkpoint) describe nothing; remove them."""
+        before its first checkpoint) describe nothing; remove them. Refused when latest/ is empty
+        because its steps were moved to corrupt/: that run is damaged, not new."""
+        moved = sorted(p.name for p in (self.root / "corrupt").glob("latest-*"))
+        if moved:
+            raise CheckpointError(
+                f"{self.latest.directory} is empty because its steps were unusable and moved to "
+                f"{self.root / 'corrupt'} ({', '.join(moved)}); starting anew would discard the run's "
+                f"best and frozen checkpoints. Restore a step from a backup, or delete {self.root} "
+                f"to train from scratch")
         for manager in (self.best, self.frozen):
             for step in manager.all_steps():
                 manager.delete(step)
@@ -154,13 +172,21 @@ class Checkpoints:
         if not (where / "state" / "_METADATA").is_file():  # orbax writes it with every state item
             raise ValueError(f"{where / 'state'} has no _METADATA: the write did not finish or a file "
                              f"was lost")
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(abstract)), meta=ocp.args.JsonRestore()))
-        meta = restored["meta"]
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         if not isinstance(meta, dict) or meta.get("step") != step:
             raise ValueError(f"{where}: its meta item does not describe step {step}")
-        verify(restored["state"], meta, where)
-        return restored["state"], meta
+        saved = set(meta.get("checksums") or {})
+        wanted = {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(abstract)[0]}
+        if saved and saved != wanted:
+            missing, extra = sorted(wanted - saved), sorted(saved - wanted)
+            raise ModelMismatchError(
+                f"{where} holds another model's arrays ({len(missing)} expected here are not in it, "
+                f"e.g. {missing[:2]}; {len(extra)} in it are not expected, e.g. {extra[:2]}): the model "
+                f"or train.freeze_backbone differs from the run's config.json")
+        state = manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(abstract))))["state"]
+        verify(state, meta, where)
+        return state, meta
 
     def _quarantine(self, manager: ocp.CheckpointManager, step: int, reason: str) -> Path:
         source = Path(manager.directory) / str(step)
@@ -184,9 +210,17 @@ class Checkpoints:
         for step in steps:
             try:
                 tree, meta = self._restore(manager, step, abstract)
+            except ModelMismatchError:
+                raise
             except Exception as err:  # noqa: BLE001  (any failure to read back is a bad step)
                 reason = _one_line(err)
-                failures.append(f"{Path(manager.directory) / str(step)} ({reason})")
+                where = Path(manager.directory) / str(step)
+                if not self.writer:  # a reader neither moves it nor picks another step
+                    raise CheckpointError(
+                        f"checkpoint {where} is unusable ({reason}); nothing was changed. Running the "
+                        f"training command again moves it aside and resumes from the previous step; "
+                        f"or restore it from a backup") from err
+                failures.append(f"{where} ({reason})")
                 self._quarantine(manager, step, reason)
                 continue
             if failures:
@@ -243,6 +277,8 @@ class Checkpoints:
             return step, state["params"], "last"
         try:
             return best, self._restore(self.best, best, abstract_params)[0]["params"], "best"
+        except ModelMismatchError:
+            raise
         except Exception as err:  # noqa: BLE001
             reason = _one_line(err)
         if best in self.latest.all_steps():

@@ -129,17 +129,22 @@ class PredictionsFile:
     score the rest): then `done` holds the (file, ref) pairs already scored.
     """
 
-    def __init__(self, path: Path, *, overwrite: bool = False, resume: bool = False):
+    @staticmethod
+    def check(path: Path, *, overwrite: bool = False, resume: bool = False) -> None:
+        """Raises UserError when the file may not be opened so (before any work starts)."""
         if overwrite and resume:
             raise UserError("--config.predict.overwrite and --config.predict.resume exclude each other: "
                             "choose one")
+        if path.exists() and not overwrite and not resume:
+            raise UserError(f"{path} exists: --config.predict.resume=True scores only the images it "
+                            f"lacks, --config.predict.overwrite=True replaces it (or choose another "
+                            f"--config.predict.output)")
+
+    def __init__(self, path: Path, *, overwrite: bool = False, resume: bool = False):
+        self.check(path, overwrite=overwrite, resume=resume)
         self.path, self.done = path, set()
         kept: list[dict] = []
         if path.exists() and not overwrite:
-            if not resume:
-                raise UserError(f"{path} exists: --config.predict.resume=True scores only the images it "
-                                f"lacks, --config.predict.overwrite=True replaces it (or choose another "
-                                f"--config.predict.output)")
             kept = self._scored_rows(path)
             self.done = {(r["file"], r["ref"]) for r in kept}
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -395,6 +400,11 @@ def predict_command(cfg, workdir) -> None:
     output = Path(cfg.output or Path(workdir) / "predictions.csv")
     sizes = SizePolicy.for_dataset(config.data.dataset, cfg.short_side, cfg.size_step)
     jobs = plan(dists, refs, sizes, full_reference=config.model.full_reference, refs_spec=cfg.refs)
+    PredictionsFile.check(output, overwrite=cfg.overwrite, resume=cfg.resume)
+    # The model before the CSV is opened: a checkpoint that cannot be read must not cost an
+    # existing CSV its rows.
+    scorer = (Scorer.from_workdir(workdir, size_step=sizes.size_step, short_side=sizes.short_side)
+              if by_size(jobs) else None)
     sink = PredictionsFile(output, overwrite=cfg.overwrite, resume=cfg.resume)
     try:
         _announce(jobs, sink, sizes, note)
@@ -406,7 +416,6 @@ def predict_command(cfg, workdir) -> None:
         if not by_size(todo):
             raise UserError(f"none of the {len(todo)} images can be scored; {output} says why in its "
                             f"error column (the first: {next(j.error for j in todo if j.error)})")
-        scorer = Scorer.from_workdir(workdir, size_step=sizes.size_step, short_side=sizes.short_side)
         rows = _score_into(sink, scorer, todo, cfg)
     except KeyboardInterrupt:
         progress.say(f"interrupted: the rows scored so far are in {output}; the same command with "

@@ -32,7 +32,7 @@ RUNTIME = ("data.root", "data.cross", "data.threads", "data.workers", "data.pref
 FROM_RUN = ("model", "dtype", "seed", "data.dataset", "data.ratios", "data.split_seed",
             "data.by_content", "data.official_split", "data.split_file", "data.split_index",
             "data.val_holdout", "data.train_part", "data.select_part", "data.synthetic",
-            "data.synthetic_size")
+            "data.synthetic_size", "train.freeze_backbone")
 
 
 def write(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
@@ -131,11 +131,17 @@ def for_evaluation(saved: ml_collections.ConfigDict, given: ml_collections.Confi
                    overrides: dict, workdir: str | Path) -> tuple[ml_collections.ConfigDict, dict]:
     """The config that evaluates a run: FROM_RUN fields from its config.json, the rest from `given`
     (None: the run's own config throughout). `overrides` are the command line's explicit
-    `--config.x=v` values: one of them that contradicts a FROM_RUN field is refused. Returns the
+    `--config.x=v` values (applied to the run's config when `given` is None): one of them that
+    contradicts a FROM_RUN field is refused. Returns the
     config and {field: (run's value, given value)} of the FROM_RUN fields the given config differed
     in (taken from the run)."""
-    if given is None:
-        return saved, {}
+    if given is None:  # the run's own config, with the command line's explicit overrides
+        if not overrides:
+            return saved, {}
+        given = ml_collections.ConfigDict(saved.to_dict())
+        with given.unlocked():
+            for key, value in overrides.items():
+                _assign(given, key, value)
     contradicted = {k: (_as_plain(saved).get(k), v) for k, v in overrides.items()
                     if _covered(k, FROM_RUN) and _as_plain(saved).get(k) != _normal(v)}
     if contradicted:

@@ -278,10 +278,10 @@ def _init_from(source: str, state: TrainState) -> TrainState:
     """Parameters and frozen parts of another run's selected checkpoint (optimizer state fresh)."""
     if not Path(source, "checkpoints").is_dir():
         raise WorkdirError(f"init_from={source} holds no checkpoints/ folder")
-    other = checkpoint.Checkpoints(source)
+    other = checkpoint.Checkpoints(source, create=False)  # a reader: nothing of the other run is moved
     try:
         frozen = other.restore_frozen(state.frozen)
-        step, params, _ = other.restore_selected(state.params, state.resumable())
+        step, params, _ = other.restore_selected({"params": state.params}, state.resumable())
     finally:
         other.close()
     log.info("initialized from %s (step %d)", source, step)
@@ -374,6 +374,12 @@ def selection_label(config) -> str:
     return label
 
 
+def _rank(srcc: float) -> float:
+    """A validation SRCC for comparisons: NaN (constant predictions) ranks below every number, so
+    that a NaN validation never stays the best."""
+    return srcc if np.isfinite(srcc) else -np.inf
+
+
 def _end_of_epoch(run: Run, step: int) -> None:
     """Validate, save the best (if improved), then the latest with the run's record: a kill at any
     point leaves a record whose best checkpoint exists (bpclip_jax.checkpoint)."""
@@ -388,7 +394,7 @@ def _end_of_epoch(run: Run, step: int) -> None:
         run.writer.write(step, {f"val/{k}": v for k, v in m.items()})
         run.record["history"].append({"step": step, "srcc": m["srcc"], "plcc": m["plcc"]})
         best = run.record["best"]
-        improved = best is None or m["srcc"] > best["srcc"]
+        improved = best is None or _rank(m["srcc"]) > _rank(best["srcc"])
         if improved:
             run.record["best"] = {"step": step, "srcc": m["srcc"], "plcc": m["plcc"],
                                   "part": part, "selection": selection_label(config)}
@@ -488,12 +494,11 @@ def evaluate_workdir(config: ml_collections.ConfigDict | None, workdir: str | Pa
     if taken:
         progress.say(f"model and split from {workdir / run_config.CONFIG_FILE}: "
                      + ", ".join(f"{k}={a!r}" for k, (a, _) in taken.items()))
-    graphdef, params, frozen, step, best, config = load_trained(workdir, config)
-    holder = lock.holder(workdir)
-    if holder:
-        progress.say(f"note: a training run is using {workdir} ({holder}); evaluating its "
-                     f"checkpoint of step {step}")
-    parts = data.load_parts(config.data)
-    mesh = make_mesh()
-    writer = MetricWriter(workdir)
-    return _test(config, parts, graphdef, params, frozen, workdir, mesh, writer, step, best)
+    # Evaluation writes results.json and the test rows of metrics.jsonl, which a training run on
+    # the workdir writes too: it takes the workdir's lock (a run in use is refused at once).
+    with lock.exclusive(workdir):
+        graphdef, params, frozen, step, best, config = load_trained(workdir, config)
+        parts = data.load_parts(config.data)
+        mesh = make_mesh()
+        writer = MetricWriter(workdir)
+        return _test(config, parts, graphdef, params, frozen, workdir, mesh, writer, step, best)

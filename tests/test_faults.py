@@ -189,6 +189,60 @@ def test_the_selected_step_is_read_from_latest_when_best_is_damaged_else_refused
     ckpt.close()
 
 
+def test_readers_move_nothing_and_pick_no_other_step(tmp_path):
+    """Evaluation, export and predict (create=False) report a damaged step and change nothing: moving
+    it aside and falling back is the training run's decision."""
+    writer = checkpoint.Checkpoints(tmp_path)
+    for step in (1, 2):
+        writer.save_latest(step, _tree(step), {"history": [], "best": None})
+    writer.close()
+    _flip(_largest_data_file(tmp_path / "checkpoints/latest/2"))
+    reader = checkpoint.Checkpoints(tmp_path, create=False)
+    with pytest.raises(checkpoint.CheckpointError, match=r"latest/2 is unusable .*nothing was changed"):
+        reader.restore_latest(_tree(0))
+    reader.close()
+    assert sorted(p.name for p in (tmp_path / "checkpoints/latest").iterdir()) == ["1", "2"]
+    assert not (tmp_path / "checkpoints/corrupt").exists()
+
+
+def test_another_models_checkpoint_is_refused_as_a_mismatch_not_moved_as_damage(tmp_path):
+    """A config that builds another parameter tree (e.g. another train.freeze_backbone) is the
+    user's mismatch: named, and the run's checkpoints stay where they are, for readers and writers."""
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    ckpt.save_latest(1, _tree(1), {"history": [], "best": None})
+    other = _tree(0)
+    other["params"]["extra"] = jnp.zeros(2)
+    for create in (False, True):
+        ckpt = checkpoint.Checkpoints(tmp_path, create=create)
+        with pytest.raises(checkpoint.ModelMismatchError, match=r"latest/1 holds another model's arrays"):
+            ckpt.restore_latest(other)
+        ckpt.close()
+    assert [p.name for p in (tmp_path / "checkpoints/latest").iterdir()] == ["1"]
+    assert not (tmp_path / "checkpoints/corrupt").exists()
+
+
+def test_a_run_whose_every_step_was_moved_aside_does_not_restart_from_scratch(tmp_path):
+    ckpt = checkpoint.Checkpoints(tmp_path)
+    best = {"step": 1, "srcc": 0.5, "plcc": 0.5}
+    ckpt.save_best(1, {"params": _tree(1)["params"]}, best)
+    ckpt.save_latest(1, _tree(1), {"history": [], "best": best})
+    _flip(_largest_data_file(tmp_path / "checkpoints/latest/1"))
+    with pytest.raises(checkpoint.CheckpointError, match="no usable checkpoint left"):
+        ckpt.restore_latest(_tree(0))
+    ckpt.close()
+    again = checkpoint.Checkpoints(tmp_path)  # the rerun finds latest/ empty
+    assert again.latest.all_steps() == []
+    with pytest.raises(checkpoint.CheckpointError, match=r"moved to .*corrupt .*latest-1-"):
+        again.discard_unrecorded()
+    assert again.best.all_steps() == [1]  # the run's selected model is kept
+    again.close()
+
+
+def test_a_nan_validation_never_stays_the_best():
+    assert train._rank(float("nan")) < train._rank(-1.0) < train._rank(0.2)
+    assert train._rank(0.3) == 0.3
+
+
 def test_a_best_step_saved_without_its_record_is_not_selected(tmp_path):
     """Killed after saving a new best but before the latest checkpoint that records it: the
     record still names the previous best, and that is what is restored."""
@@ -258,3 +312,13 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path):
     with lock.exclusive(tmp_path):
         assert lock.holder(tmp_path) is not None  # ours
     assert lock.holder(tmp_path) is None
+
+
+def test_evaluation_of_a_workdir_in_use_is_refused_at_once(trained):
+    """Evaluation writes results.json and metrics.jsonl, which the training run on the workdir
+    writes too: it waits for no one and overwrites nothing."""
+    workdir, _ = trained
+    before = (workdir / "results.json").read_text()
+    with lock.exclusive(workdir), pytest.raises(WorkdirError, match="is in use by another run"):
+        train.evaluate_workdir(None, workdir)
+    assert (workdir / "results.json").read_text() == before

@@ -117,3 +117,11 @@ def test_results_say_how_the_checkpoint_was_selected(trained):
     workdir, results = trained
     assert results["selection"]["how"] == "best kadid10k/val SRCC"
     assert json.loads((workdir / "results.json").read_text())["selection"] == results["selection"]
+
+
+def test_eval_without_config_applies_the_command_lines_overrides_to_the_runs_config(kadid_root):
+    saved = tiny_config(kadid_root)
+    config, taken = run_config.for_evaluation(saved, None, {"data.root": "/elsewhere"}, "W")
+    assert config.data.root == "/elsewhere" and config.model == saved.model and taken == {}
+    with pytest.raises(UserError, match=r"model.direction: 'bottom_up' in W/config.json, 'top_down' on "):
+        run_config.for_evaluation(saved, None, {"model.direction": "top_down"}, "W")
