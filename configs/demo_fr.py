@@ -18,7 +18,10 @@ images, max probability 0.90-0.97): predictions collapsed onto 4.1-4.2 and the t
 PLCC 0.60. `--config.model.use_text=True` runs the whole model on the stand-ins
 (text.random_features); with `model.pretrained=True` the text branch is CLIP's, as in the paper.
 
-Measured: DEMO_MEASURED. Its numbers measure the code path, not the paper: the labels are a
+Measured from a fresh clone on 2 CPU cores: test SRCC 0.911, PLCC 0.921 (n 160), the checkpoint of
+step 700 selected (validation SRCC 0.905), 12 min 53 s wall and 1,215 CPU-seconds with the set's
+build, 3.3 GB peak memory, a 340 MB workdir; a second fresh clone's run wrote an identical
+results.json. Its numbers measure the code path, not the paper: the labels are a
 function of distortion type and level.
 """
 
