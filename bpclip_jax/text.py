@@ -126,7 +126,7 @@ def random_features(num: int = len(PROMPTS), dim: int = 512, seed: int = 0,
     for any unit x. The default makes that 10 logits at tau = 100, the spread that CLIP's
     prompts show for an image (their cosines to it differ by up to about 0.1), so the softmax stays
     graded. Stand-ins of CLIP's own pairwise cosines (~0.85) allow gaps of 55 logits, one-hot
-    probabilities, and the offline demo collapsed onto them (README, "The main job").
+    probabilities, and an offline demo run collapsed onto them.
 
     They carry no language: prompt probabilities of a model built on them explain nothing.
     """
