@@ -322,3 +322,24 @@ def test_evaluation_of_a_workdir_in_use_is_refused_at_once(trained):
     with lock.exclusive(workdir), pytest.raises(WorkdirError, match="is in use by another run"):
         train.evaluate_workdir(None, workdir)
     assert (workdir / "results.json").read_text() == before
+
+
+def test_init_from_reads_the_other_runs_best_step_even_when_latest_no_longer_keeps_it(tmp_path):
+    """`init_from` takes the selected (best) parameters of another run, read-only: here its best
+    step 1 is long gone from latest/ (which keeps 2 and 3)."""
+    def state(value: float) -> train.TrainState:
+        return train.TrainState(step=jnp.int32(int(value)), params=_tree(value)["params"],
+                                frozen={"f": jnp.full(2, value)}, opt_state={"mu": jnp.full(3, value)})
+
+    source = checkpoint.Checkpoints(tmp_path / "source")
+    source.save_frozen(state(7).frozen)
+    best = {"step": 1, "srcc": 0.9, "plcc": 0.9}
+    source.save_best(1, {"params": state(1).params}, best)
+    for step in (1, 2, 3):
+        source.save_latest(step, state(step).resumable(), {"history": [], "best": best})
+    source.close()
+    assert sorted(p.name for p in (tmp_path / "source/checkpoints/latest").iterdir()) == ["2", "3"]
+    started = train._init_from(str(tmp_path / "source"), state(0))
+    np.testing.assert_array_equal(started.params["w"], state(1).params["w"])
+    np.testing.assert_array_equal(started.frozen["f"], state(7).frozen["f"])
+    assert int(started.step) == 0 and not (tmp_path / "source/checkpoints/corrupt").exists()

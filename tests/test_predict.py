@@ -79,6 +79,8 @@ def test_mistakes_are_refused_in_one_line_before_the_model_loads(tmp_path):
         "nothing scorable": (fr, [flag + "inputs", broken, flag + "refs", a_png,
                                   flag + "output", str(tmp_path / "out.csv")]),
         "no config.json": (tmp_path, [flag + "inputs", str(images)]),
+        "no model, overwrite": (fr, [flag + "inputs", a_png, flag + "refs", a_png,
+                                     flag + "overwrite=True"]),
     }
     procs = {name: subprocess.Popen(
         [sys.executable, "main.py", "--mode", "predict", "--workdir", str(workdir), *args], cwd=ROOT,
@@ -98,6 +100,9 @@ def test_mistakes_are_refused_in_one_line_before_the_model_loads(tmp_path):
            and "--config.predict.overwrite=True" in line
     assert (fr / "predictions.csv").read_text() == "file\n"
     assert "none of the 1 images can be scored" in error_line(outs["nothing scorable"])
+    # a model that cannot be loaded costs the CSV nothing, even with overwrite
+    assert "holds no checkpoint" in error_line(outs["no model, overwrite"])
+    assert (fr / "predictions.csv").read_text() == "file\n"
     assert "holds no config.json" in error_line(outs["no config.json"])
 
 
