@@ -171,15 +171,19 @@ class Scorer:
 
     def explain(self, dist, ref=None) -> Explanation:
         """Per quality dimension, the adjectives ranked by probability (averaged over the four
-        levels), and the weight branch's token maps."""
+        levels; `Explanation.probability_note()` says what the probabilities are, and whether the
+        text features are stand-ins without language), and the weight branch's token maps."""
         if not self.config.model.use_text:
             raise InputError("this model was trained with use_text=False: it has no prompt probabilities")
         d, r = self.prepare(dist, ref, _name(dist, 0))
         score, probs, weights = self.run([(d, r)])
+        model = self.config.model
         return Explanation(
             score=float(to_mos(score[0], self.dataset)), score_normalized=float(score[0]),
             dataset=self.dataset, probs=probs[0], dimensions=explaining.rank_dimensions(probs[0]),
-            weight_maps=weights[0].reshape(len(weights[0]), *feature_grid(*d.shape[:2])), image=d, ref=r)
+            weight_maps=weights[0].reshape(len(weights[0]), *feature_grid(*d.shape[:2])), image=d, ref=r,
+            text_head=model.text_head, tau=float(nnx.merge(self.graphdef, self.state).tau()),
+            stand_in=not model.pretrained)
 
     def save_explanation(self, path: str | Path, dist, ref=None) -> Path:
         """A PNG: the image (and reference), the score on its scale, the four weight maps on one

@@ -13,7 +13,8 @@ import ml_collections
 from flax import nnx
 
 from bpclip_jax import text, weights
-from bpclip_jax.models.bpclip import BPCLIP
+from bpclip_jax.errors import UserError
+from bpclip_jax.models.bpclip import BPCLIP, TEXT_HEADS
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +27,27 @@ def create_model(cfg: ml_collections.ConfigDict, *, dtype: str = "float32", seed
 
     cfg.pretrained=True loads the ImageNet ResNet50 from `cfg.resnet_source` and encodes the 40
     prompts with the CLIP text tower of `cfg.clip_source` (cached), failing loudly when either
-    cannot be had. False starts from random weights and random text features, and logs so, unless
+    cannot be had. False starts from random weights and stand-in text features
+    (`cfg.stand_in_text`, text.stand_in_features), and logs so, unless
     `restoring` says that a checkpoint's values replace them right away.
     """
+    if cfg.text_head not in TEXT_HEADS:
+        raise UserError(f"model.text_head={cfg.text_head!r}: expected one of {', '.join(TEXT_HEADS)}")
     if cfg.pretrained and not restoring:
         features = text.prompt_features(cfg.clip_source)
     else:
         say = log.debug if restoring else log.warning
         say("model: pretrained=False, so the backbone starts from random weights and the text "
-            "features are random stand-ins for CLIP's (offline runs and tests only)")
-        features = text.random_features(len(text.PROMPTS), cfg.clip_dim, seed)
+            "features are stand-ins for CLIP's (offline runs and tests only)")
+        try:
+            features = text.stand_in_features(cfg.stand_in_text, len(text.PROMPTS), cfg.clip_dim, seed)
+        except ValueError as err:
+            raise UserError(str(err)) from None
     model = BPCLIP(
         features, full_reference=cfg.full_reference, dim=cfg.dim, heads=cfg.heads,
         ffn_dim=cfg.ffn_dim, dropout=cfg.dropout, pos_grid=cfg.pos_grid, branches=cfg.branches,
         direction=cfg.direction, progressive=cfg.progressive, use_text=cfg.use_text,
-        learn_tau=cfg.learn_tau, dtype=DTYPES[dtype], rngs=nnx.Rngs(seed))
+        text_head=cfg.text_head, dtype=DTYPES[dtype], rngs=nnx.Rngs(seed))
     if cfg.pretrained and not restoring:
         backbone = weights.load_resnet50(cfg.resnet_source)
         nnx.update(model.backbone, nnx.state(backbone))

@@ -22,14 +22,16 @@ from data_pipelines.records import SCALES, Record, to_mos
 
 @functools.lru_cache(maxsize=8)
 def forward_fn(graphdef, out_sharding: NamedSharding | None = None):
-    """A jitted (params, frozen, dist, ref) -> scores [B] for one model graph: one compile per
-    input shape, cached across calls. With `out_sharding` (replicated over a mesh) the scores of a
-    batch sharded over that mesh come back whole to every process."""
+    """A jitted (params, frozen, dist, ref) -> (scores [B], cosine similarities [B,4,P] or None
+    without the text branch) for one model graph: one compile per input shape, cached across
+    calls. With `out_sharding` (replicated over a mesh) the outputs of a batch sharded over that
+    mesh come back whole to every process."""
 
     def forward(params, frozen, dist, ref):
         model = nnx.merge(graphdef, params, frozen)
         to_float = lambda x: None if x is None else x.astype(jnp.float32) / 255.0  # noqa: E731
-        return model(to_float(dist), to_float(ref))[0]
+        score, aux = model(to_float(dist), to_float(ref))
+        return score, aux.get("similarity")
 
     return jax.jit(forward, out_shardings=out_sharding)
 
@@ -59,9 +61,10 @@ def shard_batch(x: np.ndarray, mesh: jax.sharding.Mesh) -> jax.Array:
 
 
 def predict(graphdef, params, frozen, records: Sequence[Record], batch_size: int = 1, *,
-            threads: int = 2, desc: str = "evaluate", mesh: jax.sharding.Mesh | None = None
-            ) -> np.ndarray:
-    """Predicted scores ([0,1] scale, higher = better) of `records`, in their order.
+            threads: int = 2, desc: str = "evaluate", mesh: jax.sharding.Mesh | None = None,
+            similarity: bool = False):
+    """Predicted scores ([0,1] scale, higher = better) of `records`, in their order; with
+    `similarity`, (scores, the image-to-prompt cosines [N,4,P] or None without the text branch).
 
     The images of each batch are split over the devices of `mesh` (default: this process's first
     device); the batch is rounded up to a multiple of the mesh size, padding masked, so evaluation
@@ -76,17 +79,65 @@ def predict(graphdef, params, frozen, records: Sequence[Record], batch_size: int
     params, frozen = jax.device_put((params, frozen), replicated)
     forward = forward_fn(graphdef, replicated)
     out = np.full(len(records), np.nan, np.float32)
+    cosines = None
     iterator = pipeline.loader(pipeline.eval_dataset(records, batch_size), threads=threads)
     with progress.bar(len(records), desc, "img", leave=False) as bar:
         for batch in iterator:
             ref = None if "ref" not in batch else shard_batch(batch["ref"], mesh)
             dist = shard_batch(batch["dist"], mesh)
             run = compiled_everywhere(forward, params, frozen, dist, ref)
-            scores = np.asarray(run(params, frozen, dist, ref))
-            mask = batch["mask"]
-            out[batch["index"][mask]] = scores[mask]
+            scores, sims = run(params, frozen, dist, ref)
+            mask, index = batch["mask"], batch["index"][batch["mask"]]
+            out[index] = np.asarray(scores)[mask]
+            if similarity and sims is not None:
+                if cosines is None:
+                    cosines = np.full((len(records), *sims.shape[1:]), np.nan, np.float32)
+                cosines[index] = np.asarray(sims)[mask]
             bar.update(int(mask.sum()))
+    return (out, cosines) if similarity else out
+
+
+# A run has collapsed when its predictions spread less than this share of its labels' spread:
+# the model gives (nearly) every image one score, whatever its ranking metrics say.
+COLLAPSE_RATIO = 0.2
+
+
+def health(records: Sequence[Record], pred: np.ndarray, cosines: np.ndarray | None) -> dict[str, float]:
+    """How alive a model's outputs are over a split, in two numbers:
+    'pred_std_ratio', the standard deviation of the predictions over that of the labels (both on
+    the [0,1] scale; near 0 when every image gets one score), and, with the text branch,
+    'cos_spread', the standard deviation across images of each image-to-prompt cosine (Eq. 8),
+    averaged over the levels and prompts (near 0 when every image maps to one direction of the
+    text space)."""
+    labels = np.asarray([r.score for r in records], np.float64)
+    out = {"pred_std_ratio": float(np.std(pred) / max(np.std(labels), 1e-12))}
+    if cosines is not None:
+        out["cos_spread"] = float(np.std(cosines, axis=0).mean())
     return out
+
+
+def collapsed(h: dict[str, float]) -> bool:
+    """Whether the predictions spread less than COLLAPSE_RATIO of the labels' (or are NaN)."""
+    return not h["pred_std_ratio"] >= COLLAPSE_RATIO
+
+
+def collapse_warning(h: dict[str, float], model_cfg, part: str) -> str | None:
+    """One line naming the likely cause and the flag to try when `h` (health()) says collapsed;
+    None otherwise."""
+    if not collapsed(h):
+        return None
+    spread = f"predictions on {part} spread {h['pred_std_ratio']:.2f} of the labels'"
+    if "cos_spread" in h:
+        spread += f", image-to-prompt cosines {h['cos_spread']:.1e} across images"
+    if model_cfg.use_text and model_cfg.text_head != "cosine":
+        cause = (f"the prompt softmax (model.text_head={model_cfg.text_head}) saturates: every image "
+                 f"reads the same prompt. Try --config.model.text_head=cosine (Eq. 9 as printed)")
+    elif model_cfg.use_text:
+        cause = ("the image features map to one direction of the text space. Try a lower "
+                 "--config.optim.lr, or --config.model.use_text=False to check the rest of the model")
+    else:
+        cause = "the regression gives every image one score. Try a lower --config.optim.lr"
+    return f"warning: collapse: {spread}; likely cause: {cause}"
 
 
 def metrics_on(records: Sequence[Record], pred: np.ndarray) -> dict[str, float]:
@@ -162,10 +213,17 @@ def _atomic(path: Path, write, *args) -> Path:
     return path
 
 
+def _shown(key: str, value) -> str:
+    if key == "n":
+        return f"n {value}"
+    return f"{key} {value:.2e}" if key == "cos_spread" else f"{key} {value:.4f}"
+
+
 def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | Path,
                   mesh: jax.sharding.Mesh | None = None, selection: dict | None = None
                   ) -> tuple[dict, list[Path]]:
-    """Evaluates every test part of the config (and every cross set), writes results.json,
+    """Evaluates every test part of the config (and every cross set): its metrics and its
+    health (pred_std_ratio, cos_spread; a collapse is warned of), writes results.json,
     predictions_<set>_<part>.csv and scatter_<set>_<part>.png in the workdir (each written whole or
     not at all) and returns (results, the files written). `selection` (which checkpoint, chosen
     how) is stored in results.json under "selection". `mesh`: see predict."""
@@ -177,9 +235,12 @@ def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | 
     for part in dict.fromkeys(names):
         records = parts[part]
         label = part_label(config.data, part)
-        pred = predict(graphdef, params, frozen, records, config.data.eval_batch_size,
-                       threads=config.data.threads, desc=f"test {label}", mesh=mesh)
-        results[label] = metrics_on(records, pred)
+        pred, cosines = predict(graphdef, params, frozen, records, config.data.eval_batch_size,
+                                threads=config.data.threads, desc=f"test {label}", mesh=mesh,
+                                similarity=True)
+        h = health(records, pred, cosines)
+        results[label] = {**metrics_on(records, pred), **h}
+        warning = collapse_warning(h, config.model, label)
         if jax.process_index() == 0:
             stem = label.replace("/", "_")
             written.append(_atomic(workdir / f"predictions_{stem}.csv", write_predictions, records, pred))
@@ -187,8 +248,9 @@ def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | 
             written.append(_atomic(workdir / f"scatter_{stem}.png", scatter_plot, records, pred, label,
                                    step))
         if jax.process_index() == 0:
-            print(f"{label}: " + ", ".join(f"{k} {v:.4f}" if k != "n" else f"n {v}"
-                                           for k, v in results[label].items()), flush=True)
+            print(f"{label}: " + ", ".join(_shown(k, v) for k, v in results[label].items()), flush=True)
+            if warning:
+                print(warning, flush=True)
     if selection is not None:
         results = {"selection": selection, **results}
     if jax.process_index() == 0:

@@ -28,7 +28,9 @@ class Explanation:
     """Why an image scored as it did.
 
     score: in the MOS scale of the training set (`dataset`); score_normalized: [0,1], higher better.
-    probs: [4,40] prompt probabilities per level (softmax over the 40 prompts, PROMPTS' order).
+    probs: [4,40] prompt probabilities per level, PROMPTS' order: the model's
+      `prompt_probabilities`, softmax(tau s) of the cosines s (`probability_note` says which tau
+      and whether the score reads them).
     dimensions: {dimension: [(adjective, probability averaged over the levels), ...] ranked}.
     weight_maps: [4,H5,W5] the weight branch's token weights w_i in (0,1) (the paper's Fig. 4),
       H5 x W5 = the token grid (about H/32 x W/32).
@@ -43,6 +45,9 @@ class Explanation:
     weight_maps: np.ndarray
     image: np.ndarray
     ref: np.ndarray | None = None
+    text_head: str = "softmax"
+    tau: float = 100.0
+    stand_in: bool = False      # text features without language (an offline model): words mean nothing
 
     def top(self) -> dict[str, str]:
         """The most probable adjective of each dimension."""
@@ -51,6 +56,24 @@ class Explanation:
     def headline(self) -> str:
         """'3.42 on KADID-10k's 1-5 scale, higher is better'."""
         return f"{self.score:.3g} on {scale_phrase(self.dataset)}"
+
+    def probability_note(self) -> str:
+        """What the probabilities are (probability_note())."""
+        return probability_note(self.text_head, self.tau, self.stand_in)
+
+
+STAND_IN_NOTE = ("STAND-IN text features (no CLIP weights): these adjectives carry no language "
+                 "and explain nothing")
+
+
+def probability_note(text_head: str, tau: float, stand_in: bool = False) -> str:
+    """One line on what an explanation's prompt probabilities are under a text head."""
+    if text_head == "cosine":
+        note = (f"softmax of the image-to-prompt cosines at CLIP's logit scale {tau:g}, for display; "
+                f"the score regresses on the cosines (Eq. 9)")
+    else:
+        note = f"the model's prompt softmax at tau {tau:.3g}, which the score regresses on"
+    return f"{note}. {STAND_IN_NOTE}" if stand_in else note
 
 
 def rank_dimensions(probs: np.ndarray) -> dict[str, list[tuple[str, float]]]:
@@ -113,6 +136,9 @@ def _headline_panel(ax, e: Explanation) -> None:
     ax.text(0.02, 0.58, f"on {scale_phrase(e.dataset)}", fontsize=11, transform=ax.transAxes)
     ax.text(0.02, 0.44, f"normalized score {e.score_normalized:.3f} (0-1, higher is better)",
             fontsize=9, color="0.35", transform=ax.transAxes)
+    if e.stand_in:
+        ax.text(0.02, 0.30, "stand-in text features: the adjectives carry no language", fontsize=9,
+                color="tab:red", weight="bold", transform=ax.transAxes)
     words = ", ".join(f"{a} ({p:.1%})" for a, p in (r[0] for r in e.dimensions.values()))
     ax.text(0.02, 0.06, "most probable per dimension:\n" + _wrap(words, 60), fontsize=9,
             transform=ax.transAxes, va="bottom")
@@ -132,8 +158,9 @@ def _adjective_panels(fig, cell, e: Explanation, top_k: int) -> None:
         ax.set_title(dim, fontsize=9)
         for y, p in zip(rows, probs):
             ax.text(p, y, f" {p:.1%}", va="center", fontsize=7)
-    fig.text(0.5, 0.06, "probability among the 40 prompts \"a ... photo.\" (mean of the 4 levels)",
-             ha="center", fontsize=9)
+    fig.text(0.5, 0.06, "probability among the 40 prompts \"a ... photo.\" (mean of the 4 levels):\n"
+             + _wrap(e.probability_note(), 110), ha="center", va="top", fontsize=9,
+             color="tab:red" if e.stand_in else "black")
 
 
 def _wrap(text: str, width: int) -> str:

@@ -459,6 +459,11 @@ def _report(rows: list[dict], todo: list[Job], already: int, output: Path, score
     failed = [r for r in rows if r["error"]]
     scored = len(rows) - len(failed)
     progress.say(format_table(rows))
+    model = scorer.config.model
+    if model.use_text and not model.pretrained:
+        from bpclip_jax.explain import STAND_IN_NOTE
+
+        progress.say(f"note: the adjective columns: {STAND_IN_NOTE}")
     progress.say(f"{scored} scored, {len(failed)} failed" + (f", {already} scored before" if already else "")
                  + f"; {scorer.compiled_shapes()} input shapes compiled; wrote {output}")
     if scored == 0 and already == 0:

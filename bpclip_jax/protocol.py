@@ -21,7 +21,8 @@ and retried once; a split that fails twice is left out of the table, which says 
 split whose config.json differs from this command's config is refused: a table never mixes runs.
 
 `--variants progressive` compares the config as is (WORKDIR/base/split_k) with
-model.progressive flipped (WORKDIR/progressive_true/split_k) in one table. `--only k` runs split k
+model.progressive flipped (WORKDIR/progressive_true/split_k) in one table; `--variants
+text_head=softmax` compares with another choice of a model field. `--only k` runs split k
 alone (one SLURM array task), `--aggregate_only` only writes the table. Output: WORKDIR/table.md
 (also printed) and WORKDIR/table.json ({"config", "splits", "runs": {variant ('' without
 --variants): {"settings", "done", "missing": {seed: why}, "selection", "optimistic", "sets":
@@ -57,7 +58,8 @@ FLAGS = flags.FLAGS
 
 MAIN = Path(__file__).resolve().parent.parent / "main.py"
 RESULTS, LOG, METRICS = "results.json", "log.txt", "metrics.jsonl"
-SWITCHES = ("progressive", "learn_tau", "use_text")  # boolean model switches (configs/base.py)
+SWITCHES = ("progressive", "use_text")  # boolean model switches (configs/base.py), flipped by name
+CHOICES = ("text_head", "direction", "branches", "stand_in_text")  # set by name=value
 RETRIES = 1          # a failed split runs once more before it counts as missing
 POLL_S = 1.0         # how often children are polled and a terminal's status lines redrawn
 PLAIN_EVERY_S = 60   # how often status lines are printed when stdout is not a terminal
@@ -85,17 +87,25 @@ class Job:
         return (self.workdir / RESULTS).is_file()
 
 
-def variants(config, switches: list[str]) -> dict[str, dict[str, bool]]:
-    """{directory: {model switch: value} of the switches compared}: '' (no variants), or 'base'
-    (the config as is) and one '<switch>_<value>' per switch flipped."""
-    unknown = [s for s in switches if s not in SWITCHES]
-    if unknown:
-        raise UserError(f"--variants: {', '.join(unknown)} is not a boolean model switch; the "
-                        f"switches are {', '.join(SWITCHES)}")
-    if not switches:
+def variants(config, specs: list[str]) -> dict[str, dict]:
+    """{directory: {model field: value} of the fields compared}: '' (no variants), or 'base' (the
+    config as is) and one '<field>_<value>' per spec. A spec is a boolean switch (SWITCHES),
+    flipped, or 'field=value' for a choice (CHOICES), e.g. 'text_head=softmax'."""
+    changes = []
+    for spec in specs:
+        name, eq, value = spec.partition("=")
+        if not eq and name in SWITCHES:
+            changes.append((name, not bool(config.model[name])))
+        elif eq and name in CHOICES and value:
+            changes.append((name, value))
+        else:
+            raise UserError(f"--variants: {spec!r} is neither a boolean model switch ({', '.join(SWITCHES)}) "
+                            f"nor name=value for a choice ({', '.join(CHOICES)}), e.g. text_head=softmax")
+    if not changes:
         return {"": {}}
-    base = {s: bool(config.model[s]) for s in switches}
-    return {"base": base, **{f"{s}_{str(not v).lower()}": {**base, s: not v} for s, v in base.items()}}
+    base = {name: config.model[name] for name, _ in changes}
+    return {"base": base, **{f"{name}_{str(value).lower().replace(':', '_')}": {**base, name: value}
+                             for name, value in changes}}
 
 
 def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv: list[str] | None = None) -> None:
@@ -110,9 +120,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS, sys_argv: list[str] | No
                          "share of the GPUs (or on the CPU without GPUs)", lower_bound=1, **into)
     flags.DEFINE_list("devices", None, "GPU ids the splits share (default: CUDA_VISIBLE_DEVICES, "
                       "else every GPU that `nvidia-smi -L` lists; none: CPU)", **into)
-    flags.DEFINE_list("variants", [], "boolean model switches to compare, e.g. progressive: the "
-                      "config as is (WORKDIR/base) and with each switch flipped "
-                      "(WORKDIR/<switch>_<value>)", **into)
+    flags.DEFINE_list("variants", [], "model variants to compare: boolean switches, flipped (e.g. "
+                      "progressive), or name=value choices (e.g. text_head=softmax): the config as is "
+                      "(WORKDIR/base) and each variant (WORKDIR/<name>_<value>)", **into)
     flags.DEFINE_integer("only", None, "run split k only (of every variant; e.g. one SLURM array "
                          "task) and write no table", lower_bound=0, **into)
     flags.DEFINE_bool("aggregate_only", False, "run nothing: write the table of the splits that "

@@ -61,9 +61,24 @@ def read(path: str | Path) -> ml_collections.ConfigDict:
         raise WorkdirError(f"{path} is not valid JSON ({err}); it was damaged or edited") from None
     config = base.get_config()
     with config.unlocked():
-        for key, value in flatten(saved).items():
+        for key, value in upgrade(flatten(saved)).items():
             _assign(config, key, value)
     return config
+
+
+def upgrade(flat: dict) -> dict:
+    """A config.json written before `model.text_head` and `model.stand_in_text` existed, read as
+    the model it describes: its text branch regressed on the prompt softmax (tau learned when
+    `model.learn_tau`), and its stand-in text features had every pairwise cosine at 0.995.
+    Today's defaults (the cosine head, CLIP-like stand-ins) would build another model from the
+    same parameter tree, which restores without error and scores wrongly."""
+    flat = dict(flat)
+    learned = flat.pop("model.learn_tau", None)
+    if "model.use_text" in flat and "model.text_head" not in flat:
+        flat["model.text_head"] = "softmax_learned" if learned else "softmax"
+    if "model.use_text" in flat and "model.stand_in_text" not in flat:
+        flat["model.stand_in_text"] = "uniform:0.995"
+    return flat
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

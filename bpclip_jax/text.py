@@ -30,6 +30,14 @@ DIMENSIONS: dict[str, tuple[str, ...]] = {
     "contrast": ("high-contrast", "low-contrast", "flat", "hazy", "murky"),
     "artifacts": ("pristine", "pixelated", "blocky", "compressed", "jagged", "distorted"),
 }
+# The adjectives that name a defect; the others name a quality (a photo's "good" side). Text
+# encoders place antonyms on a shared good/bad axis (CLIP-IQA's "good photo"/"bad photo"), which
+# the CLIP-like stand-ins (`clip_like_features`) reproduce.
+NEGATIVE = frozenset({
+    "blurry", "fuzzy", "out-of-focus", "motion-blurred", "noisy", "grainy", "speckled", "dull",
+    "faded", "washed-out", "oversaturated", "discolored", "dark", "dim", "underexposed",
+    "overexposed", "low-contrast", "flat", "hazy", "murky", "pixelated", "blocky", "compressed",
+    "jagged", "distorted"})
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
                    "tokenizer.json")
 
@@ -38,6 +46,11 @@ TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special
 class Prompt:
     adjective: str
     dimension: str
+
+    @property
+    def positive(self) -> bool:
+        """Whether the adjective names a quality rather than a defect."""
+        return self.adjective not in NEGATIVE
 
     @property
     def text(self) -> str:
@@ -137,3 +150,69 @@ def random_features(num: int = len(PROMPTS), dim: int = 512, seed: int = 0,
     basis, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((dim, num + 1)))
     features = np.sqrt(cosine) * basis[:, 0] + np.sqrt(1 - cosine) * basis[:, 1:].T
     return features.astype(np.float32)
+
+
+# The squared weights of the CLIP-like stand-ins' components (they sum to 1 before the jitter of
+# each prompt's own share): the shared template, the prompt's dimension, the good/bad axis shared
+# by all dimensions, the dimension's own good/bad axis. Pairwise cosines: about 0.70 between
+# antonyms of different dimensions, 0.78 between same-sign adjectives of different dimensions,
+# 0.80 between antonyms of one dimension, 0.93 between synonyms (before the jitter).
+CLIP_LIKE_SHARES = {"template": 0.74, "dimension": 0.125, "polarity": 0.04, "dimension_polarity": 0.025}
+CLIP_LIKE_OWN = (0.03, 0.12)  # each prompt's own direction: a squared share drawn in this range
+
+
+def clip_like_features(prompts: Sequence[Prompt] = PROMPTS, dim: int = 512, seed: int = 0) -> np.ndarray:
+    """`[len(prompts), dim]` float32 unit vectors: stand-ins for CLIP's text features with CLIP's
+    geometry, for offline runs. Each prompt is a sum of orthonormal random directions: one shared
+    by all (the template "a ... photo.", which dominates CLIP's embeddings of prompts that share
+    it), one per quality dimension (prompts cluster by meaning: six clusters), a good/bad axis on
+    which each adjective sits by its sign (`Prompt.positive`; CLIP places antonyms on such an
+    axis, what CLIP-IQA's "good photo"/"bad photo" prompts measure), one such axis per dimension,
+    and a direction of its own whose share is drawn per prompt (CLIP_LIKE_OWN), which spreads
+    the cosines. Their pairwise cosines span about 0.67-0.96 (`tests/test_text.py` checks it):
+    the range reported for CLIP's quality prompts of one template (about 0.7-0.95; not measured
+    here, where no CLIP weights can be had), while uniform stand-ins put every pair at one cosine.
+    Random given `seed`; they carry no language."""
+    dims = list(dict.fromkeys(p.dimension for p in prompts))
+    n_axes = 1 + 2 * len(dims) + 1
+    if n_axes + len(prompts) > dim:
+        raise ValueError(f"clip_like_features needs dim >= {n_axes + len(prompts)}, got {dim}")
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.standard_normal((dim, n_axes + len(prompts))))
+    basis = basis.T
+    template, polarity = basis[0], basis[1]
+    cluster = {d: basis[2 + i] for i, d in enumerate(dims)}
+    own_polarity = {d: basis[2 + len(dims) + i] for i, d in enumerate(dims)}
+    own = basis[n_axes:]
+    share = CLIP_LIKE_SHARES
+    own_share = rng.uniform(*CLIP_LIKE_OWN, size=len(prompts))
+    rows = []
+    for k, p in enumerate(prompts):
+        sign = 1.0 if p.positive else -1.0
+        v = (np.sqrt(share["template"]) * template + np.sqrt(share["dimension"]) * cluster[p.dimension]
+             + sign * np.sqrt(share["polarity"]) * polarity
+             + sign * np.sqrt(share["dimension_polarity"]) * own_polarity[p.dimension]
+             + np.sqrt(own_share[k]) * own[k])
+        rows.append(v / np.linalg.norm(v))
+    return np.stack(rows).astype(np.float32)
+
+
+STAND_INS = "'clip_like' or 'uniform:C' (every pairwise cosine C, 0 <= C < 1)"
+
+
+def stand_in_features(kind: str, num: int = len(PROMPTS), dim: int = 512, seed: int = 0) -> np.ndarray:
+    """Stand-in text features for runs without CLIP's weights (`model.stand_in_text`):
+    'clip_like' (clip_like_features: CLIP's geometry) or 'uniform:C' (random_features at
+    pairwise cosine C). `[num, dim]` float32 unit vectors; they carry no language."""
+    if kind == "clip_like":
+        if num != len(PROMPTS):
+            raise ValueError(f"clip_like stand-ins are built for the {len(PROMPTS)} prompts, got {num}")
+        return clip_like_features(PROMPTS, dim, seed)
+    name, _, value = kind.partition(":")
+    try:
+        cosine = float(value)
+    except ValueError:
+        cosine = None
+    if name != "uniform" or cosine is None or not 0 <= cosine < 1:
+        raise ValueError(f"model.stand_in_text={kind!r}: expected {STAND_INS}")
+    return random_features(num, dim, seed, cosine)

@@ -380,18 +380,27 @@ def _rank(srcc: float) -> float:
     return srcc if np.isfinite(srcc) else -np.inf
 
 
+def _health_text(h: dict) -> str:
+    """'spread 0.91 of labels', cosines 1.2e-02': the validation line's health (evaluate.health)."""
+    text = f"spread {h['pred_std_ratio']:.2f} of labels'"
+    return text + (f", cosines {h['cos_spread']:.1e}" if "cos_spread" in h else "")
+
+
 def _end_of_epoch(run: Run, step: int) -> None:
     """Validate, save the best (if improved), then the latest with the run's record: a kill at any
-    point leaves a record whose best checkpoint exists (bpclip_jax.checkpoint)."""
+    point leaves a record whose best checkpoint exists (bpclip_jax.checkpoint). The validation
+    line (and metrics.jsonl) carries the model's health: its predictions' spread against the
+    labels' and the cosines' spread across images; a collapse is warned of in one line."""
     config = run.config
     part = config.data.select_part
     if part:
         records = run.parts[part]
-        pred = evaluate.predict(run.graphdef, run.state.params, run.state.frozen, records,
-                                config.data.eval_batch_size, threads=config.data.threads,
-                                desc=f"validate ({part})", mesh=run.mesh)
+        pred, cosines = evaluate.predict(run.graphdef, run.state.params, run.state.frozen, records,
+                                         config.data.eval_batch_size, threads=config.data.threads,
+                                         desc=f"validate ({part})", mesh=run.mesh, similarity=True)
         m = evaluate.metrics_on(records, pred)
-        run.writer.write(step, {f"val/{k}": v for k, v in m.items()})
+        h = evaluate.health(records, pred, cosines)
+        run.writer.write(step, {f"val/{k}": v for k, v in {**m, **h}.items()})
         run.record["history"].append({"step": step, "srcc": m["srcc"], "plcc": m["plcc"]})
         best = run.record["best"]
         improved = best is None or _rank(m["srcc"]) > _rank(best["srcc"])
@@ -402,7 +411,10 @@ def _end_of_epoch(run: Run, step: int) -> None:
         best = run.record["best"]
         progress.say(f"step {step} (epoch {step // run.steps_per_epoch}): {part} SRCC {m['srcc']:.4f}, "
                      f"PLCC {m['plcc']:.4f}; best SRCC {best['srcc']:.4f} at step {best['step']}"
-                     + (" (new best)" if improved else ""))
+                     + (" (new best)" if improved else "") + f"; {_health_text(h)}")
+        warning = evaluate.collapse_warning(h, config.model, part)
+        if warning:
+            progress.say(warning)
     run.ckpt.save_latest(step, run.state.resumable(), run.record)
 
 

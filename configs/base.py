@@ -23,8 +23,14 @@ def model_config() -> ml_collections.ConfigDict:
         direction="bottom_up",     # [choice] or 'top_down' (Table VI)
         progressive=False,         # [choice] True carries the MSCA query: Q_{i+1} = G'_i
         use_text=True,             # [choice] False regresses from concat(g_i) (Table VI)
-        learn_tau=False,           # [choice] learn log tau (init and clip at ln 100)
+        text_head="cosine",        # [choice] what Eq. 9's MLP reads: 'cosine' (Eq. 9 as printed: the
+                                   # 4 x 40 cosines), 'softmax' (Fig. 1's caption: softmax(100 s),
+                                   # collapsed in the study of docs/design.md), 'softmax_learned'
+                                   # (tau learned from CLIP's start 1/0.07, clipped at 100)
         pretrained=True,           # ImageNet ResNet50 + CLIP text features; False: random (offline)
+        stand_in_text="clip_like", # pretrained=False: the stand-in text features, 'clip_like' (CLIP's
+                                   # geometry, text.clip_like_features) or 'uniform:C' (every pair
+                                   # of prompts at cosine C)
         resnet_source="timm/resnet50.a1_in1k",       # hub id, directory or .safetensors file
         clip_source="openai/clip-vit-base-patch32",  # hub id or directory in the hub layout
     ))

@@ -45,8 +45,9 @@ REFERENCE_CASES = [
     dict(full_reference=True, direction="top_down"),
     dict(full_reference=True, progressive=True),
     dict(full_reference=False, progressive=True, direction="top_down", branches="info"),
-    dict(full_reference=True, use_text=False, learn_tau=True),
-    dict(full_reference=False, learn_tau=True),
+    dict(full_reference=True, use_text=False, text_head="softmax_learned"),
+    dict(full_reference=True, text_head="softmax"),
+    dict(full_reference=False, text_head="softmax_learned"),
 ]
 
 
@@ -65,8 +66,8 @@ def test_forward_matches_a_torch_reference(case):
 
     model = BPCLIP(TEXT, rngs=nnx.Rngs(0), **case)
     ref.perturb(model, seed=1)
-    if case.get("learn_tau"):  # a tau below the clip, so that reading it is tested
-        model.log_tau[...] = jnp.log(20.0)
+    if case.get("text_head") == "softmax_learned" and model.log_tau is not None:
+        model.log_tau[...] = jnp.log(20.0)  # a tau off its init and below the clip: reading it is tested
     fr = case["full_reference"]
     dist, other = _images(2, 64, 96, 1), (_images(2, 64, 96, 2) if fr else None)
     score, aux = model(dist, other)
@@ -123,7 +124,8 @@ SWITCHES = [
     dict(progressive=True),
     dict(progressive=True, direction="top_down"),
     dict(use_text=False),
-    dict(learn_tau=True),
+    dict(text_head="softmax"),
+    dict(text_head="softmax_learned"),
 ]
 
 
@@ -132,23 +134,40 @@ def test_every_ablation_switch_changes_the_model_and_runs(switch):
     base = BPCLIP(TEXT, rngs=nnx.Rngs(0))
     model = BPCLIP(TEXT, rngs=nnx.Rngs(0), **switch)
     dist, ref = _images(2, 96, 128, 1), _images(2, 96, 128, 2)
-    if switch.get("learn_tau"):  # starts at tau = 100, so it equals the base model until trained
-        np.testing.assert_allclose(model(dist, ref)[0], base(dist, ref)[0], rtol=1e-5)
-        model.log_tau[...] = jnp.log(10.0)
+    if switch.get("text_head") == "softmax_learned":
+        # starts at CLIP's initial scale 1/0.07; at tau = 100 it is the softmax head
+        assert float(model.tau()) == pytest.approx(1 / 0.07, rel=1e-6)
+        softmax = BPCLIP(TEXT, rngs=nnx.Rngs(0), text_head="softmax")
+        model.log_tau[...] = jnp.log(100.0)
+        np.testing.assert_allclose(model(dist, ref)[0], softmax(dist, ref)[0], rtol=1e-5)
+        model.log_tau[...] = jnp.log(1000.0)  # clipped at ln 100: a larger log_tau acts as tau = 100
+        np.testing.assert_allclose(model(dist, ref)[0], softmax(dist, ref)[0], rtol=1e-5)
     score, aux = model(dist, ref)
     assert score.shape == (2,) and np.all(np.isfinite(score))
     assert not np.allclose(score, base(dist, ref)[0]), "the switch must change the output"
     if switch.get("branches") == "info":
         np.testing.assert_array_equal(aux["token_weights"], 1.0)
-    if switch.get("learn_tau"):  # clipped at ln 100: a larger log_tau acts as tau = 100
-        model.log_tau[...] = jnp.log(1000.0)
-        np.testing.assert_allclose(model(dist, ref)[0], base(dist, ref)[0], rtol=1e-5)
     if switch.get("use_text") is False:
-        assert "probs" not in aux
+        assert "probs" not in aux and "similarity" not in aux
+
+
+def test_the_cosine_head_regresses_on_the_cosines_and_shows_their_softmax():
+    """Eq. 9 as printed: the score is MLP_reg(concat(s_i)), whatever tau is; the probabilities in
+    aux are softmax(100 s), for explanations only. The softmax head's score moves with tau."""
+    dist, ref = _images(2, 64, 96, 1), _images(2, 64, 96, 2)
+    model = BPCLIP(TEXT, rngs=nnx.Rngs(0))
+    score, aux = model(dist, ref)
+    features = np.asarray(aux["similarity"]).reshape(2, -1)
+    np.testing.assert_allclose(score, np.asarray(model.mlp_reg(jnp.asarray(features)))[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(aux["probs"], jax.nn.softmax(100.0 * aux["similarity"], -1), rtol=1e-5)
+    learned = BPCLIP(TEXT, rngs=nnx.Rngs(0), text_head="softmax_learned")
+    before = learned(dist, ref)[0]
+    learned.log_tau[...] = jnp.log(50.0)
+    assert not np.allclose(before, learned(dist, ref)[0])
 
 
 def test_gradients_reach_every_trainable_parameter_and_nothing_frozen():
-    model = BPCLIP(TEXT, learn_tau=True, rngs=nnx.Rngs(0))
+    model = BPCLIP(TEXT, text_head="softmax_learned", rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
     dist, ref = _images(2, 64, 96, 1), _images(2, 64, 96, 2)
 

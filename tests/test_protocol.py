@@ -69,8 +69,17 @@ def test_a_split_seed_override_is_refused(tmp_path):
     launcher = parse(argv, protocol.define_flags)
     with pytest.raises(UserError, match="split_seed: the protocol sets it"):
         protocol.overrides(launcher)
-    with pytest.raises(UserError, match="switches are progressive, learn_tau, use_text"):
+    with pytest.raises(UserError, match=r"boolean model switch \(progressive, use_text\)"):
         protocol.variants(launcher.config, ["direction"])
+    with pytest.raises(UserError, match="name=value for a choice"):
+        protocol.variants(launcher.config, ["learn_rate=3"])
+
+
+def test_a_choice_variant_sets_the_field_by_name():
+    runs = protocol.variants(base.get_config("tiny"), ["text_head=softmax", "use_text"])
+    assert runs == {"base": {"text_head": "cosine", "use_text": True},
+                    "text_head_softmax": {"text_head": "softmax", "use_text": True},
+                    "use_text_false": {"text_head": "cosine", "use_text": False}}
 
 
 def test_gpus_come_from_the_flag_the_environment_or_nvidia_smi(tmp_path, monkeypatch):

@@ -36,6 +36,22 @@ def test_config_json_round_trips(kadid_root, tmp_path):
     assert run_config.differences(run_config.read(tmp_path), config) == {}
 
 
+@pytest.mark.parametrize("learn_tau, head", [(False, "softmax"), (True, "softmax_learned")])
+def test_a_config_json_from_before_the_text_heads_reads_as_the_model_it_trained(tmp_path, learn_tau, head):
+    """Runs before `model.text_head` regressed on the prompt softmax, with uniform 0.995 stand-ins:
+    today's defaults (cosine head, CLIP-like stand-ins) share their parameter tree, so reading
+    them as today's would restore without error and score wrongly."""
+    config = base.get_config("tiny")
+    saved = json.loads(config.to_json_best_effort())
+    del saved["model"]["text_head"], saved["model"]["stand_in_text"]
+    saved["model"]["learn_tau"] = learn_tau
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    old = run_config.read(tmp_path)
+    assert (old.model.text_head, old.model.stand_in_text) == (head, "uniform:0.995")
+    assert "learn_tau" not in old.model
+    assert set(run_config.run_differences(old, config)) == {"model.stand_in_text", "model.text_head"}
+
+
 @pytest.fixture(scope="module")
 def top_down_run(kadid_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("top_down")

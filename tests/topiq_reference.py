@@ -244,7 +244,8 @@ def bpclip_forward(model, dist_levels, ref_levels=None) -> tuple[torch.Tensor, d
         similarity = F.normalize(x, dim=-1) @ F.normalize(text, dim=-1).T        # Eq. 8
         probs = torch.softmax(float(model.tau()) * similarity, dim=-1)
         aux.update(similarity=similarity.permute(1, 0, 2), probs=probs.permute(1, 0, 2))
-        features = aux["probs"].flatten(1)
+        # Eq. 9 as printed regresses on the cosines; Fig. 1's caption on their softmax
+        features = aux["similarity" if model.text_head == "cosine" else "probs"].flatten(1)
     else:
         features = g.permute(1, 0, 2).flatten(1)
     return heads_["mlp_reg"](features)[:, 0], aux                              # Eq. 9

@@ -7,8 +7,13 @@ ours, each a constructor switch:
   - `branches`: 'info+weight' (the paper) or 'info' (Table VI: uniform token weights).
   - `direction`: 'bottom_up' (query level i, key/value level i+1) or 'top_down' (query level i+1,
     key/value level i, residual to level i+1). The weight branch attends over the query's level.
-  - `use_text`: False regresses from concat(g_i) instead of the 40 prompt probabilities.
-  - `learn_tau`: tau = exp(log_tau), log_tau initialized to and clipped at ln 100; else tau = 100.
+  - `use_text`: False regresses from concat(g_i) instead of the 4 x 40 prompt similarities.
+  - `text_head`: what the regression MLP of Eq. 9 reads (TEXT_HEADS). 'cosine' (the default) is
+    Eq. 9 as printed: MLP(s_1 ⊕ ... ⊕ s_4) on the cosine similarities of Eq. 8. 'softmax' is Fig.
+    1's caption: MLP on softmax(tau s_i) at CLIP's logit scale tau = 100, which can saturate to
+    one-hot over the prompts (docs/design.md: the study of the three heads). 'softmax_learned'
+    learns tau as CLIP learns its logit scale: log tau starts at ln(1/0.07) (tau 14.3) and is
+    clipped at ln 100.
   - the token weight is one scalar per token, and the weighted pooling precedes the CLIP mapping.
 
 Precision: `dtype` (bfloat16 for GPU runs; parameters stay float32) is the compute dtype of the
@@ -33,7 +38,9 @@ from bpclip_jax.models.resnet import LEVEL_CHANNELS, ResNet50, level_shapes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_LOGIT_SCALE = 100.0
+CLIP_LOGIT_SCALE = 100.0        # CLIP's trained logit scale (its clip): Fig. 1's softmax temperature
+CLIP_INITIAL_SCALE = 1 / 0.07   # CLIP's logit scale at the start of its training
+TEXT_HEADS = ("cosine", "softmax", "softmax_learned")
 NUM_PAIRS = len(LEVEL_CHANNELS) - 1  # i = 1..4
 
 
@@ -48,8 +55,10 @@ class BPCLIP(nnx.Module):
       dist, ref: `[B,H,W,3]` float in [0,1] (normalized with ImageNet statistics inside).
       train: enables dropout, which then draws from `rngs` (an `nnx.Rngs` with a 'dropout' stream).
     Returns `(score [B] float32, aux)`, aux holding
-      'probs' `[B,4,P]` prompt probabilities per level (only with use_text),
-      'similarity' `[B,4,P]` cosine similarities (Eq. 8),
+      'similarity' `[B,4,P]` cosine similarities of Eq. 8 (only with use_text),
+      'probs' `[B,4,P]` prompt probabilities per level (only with use_text): softmax(tau s_i), what
+        the softmax heads regress on; under the cosine head the same softmax at CLIP's logit
+        scale, shown by explanations only (`prompt_probabilities`),
       'token_weights' `[B,4,L]` weight-branch outputs w_i (ones for branches='info'),
       'gates' list of five `[B,H_i,W_i]` GLP gate maps.
     Token t of the L = H5*W5 tokens sits at row t // W5, column t % W5 of `feature_grid(H, W)`.
@@ -69,7 +78,7 @@ class BPCLIP(nnx.Module):
         direction: str = "bottom_up",
         progressive: bool = False,
         use_text: bool = True,
-        learn_tau: bool = False,
+        text_head: str = "cosine",
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -77,13 +86,15 @@ class BPCLIP(nnx.Module):
             raise ValueError(f"branches must be 'info' or 'info+weight', got {branches!r}")
         if direction not in ("bottom_up", "top_down"):
             raise ValueError(f"direction must be 'bottom_up' or 'top_down', got {direction!r}")
+        if text_head not in TEXT_HEADS:
+            raise ValueError(f"text_head must be one of {', '.join(TEXT_HEADS)}, got {text_head!r}")
         text_features = jnp.asarray(text_features, jnp.float32)
         if text_features.ndim != 2:
             raise ValueError(f"text_features must be [P, E], got shape {text_features.shape}")
         num_prompts, clip_dim = text_features.shape
         self.full_reference = full_reference
         self.branches, self.direction = branches, direction
-        self.progressive, self.use_text, self.learn_tau = progressive, use_text, learn_tau
+        self.progressive, self.use_text, self.text_head = progressive, use_text, text_head
         self.dtype = dtype
 
         self.backbone = ResNet50(dtype=dtype, rngs=rngs)
@@ -105,7 +116,8 @@ class BPCLIP(nnx.Module):
             self.text_features = None
             self.mlp_x = None
             reg_in = NUM_PAIRS * dim
-        self.log_tau = nnx.Param(jnp.asarray(math.log(CLIP_LOGIT_SCALE))) if learn_tau else None
+        learned = use_text and text_head == "softmax_learned"
+        self.log_tau = nnx.Param(jnp.asarray(math.log(CLIP_INITIAL_SCALE))) if learned else None
         self.mlp_reg = MLP(reg_in, dim, 1, norm=False, dtype=jnp.float32, rngs=rngs)
 
     def normalize(self, images: jax.Array) -> jax.Array:
@@ -114,9 +126,16 @@ class BPCLIP(nnx.Module):
         return ((images - mean) / std).astype(self.dtype)
 
     def tau(self) -> jax.Array:
+        """The prompt softmax's temperature: learned (clipped at CLIP's 100) or CLIP's 100."""
         if self.log_tau is None:
             return jnp.asarray(CLIP_LOGIT_SCALE)
         return jnp.exp(jnp.minimum(self.log_tau[...], math.log(CLIP_LOGIT_SCALE)))
+
+    def prompt_probabilities(self, similarity: jax.Array) -> jax.Array:
+        """softmax(tau s) over the prompts `[..., P]`: what the softmax heads regress on, and the
+        one definition of the probabilities that explanations show (under the cosine head, at
+        CLIP's logit scale, as CLIP's zero-shot classifier reads its cosines)."""
+        return jax.nn.softmax(self.tau() * similarity, axis=-1)
 
     def _tokens(self, dist, ref):
         """Backbone + GLP + positional map -> five token sets G_i `[B,L,D]` and the gate maps."""
@@ -174,8 +193,8 @@ class BPCLIP(nnx.Module):
             x = x / jnp.linalg.norm(x, axis=-1, keepdims=True).clip(1e-12)
             text = jax.lax.stop_gradient(self.text_features[...])
             similarity = x @ text.T                                          # [B,4,P] (Eq. 8)
-            probs = jax.nn.softmax(self.tau() * similarity, axis=-1)
-            features = probs.reshape(b, -1)
+            probs = self.prompt_probabilities(similarity)
+            features = (similarity if self.text_head == "cosine" else probs).reshape(b, -1)
         else:
             similarity = probs = None
             features = g.reshape(b, -1)
