@@ -2,14 +2,17 @@
 explanations and their figure, export round trip, bad input, and the bounded number of compiles
 for mixed sizes when asked for."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from PIL import Image
 
 from bpclip_jax import api, evaluate, predict
 from bpclip_jax.build import create_model
 from bpclip_jax.errors import UserError
-from bpclip_jax.explain import scale_phrase
+from bpclip_jax.explain import probability_note, scale_phrase
 from bpclip_jax.inputs import SizePolicy, load_pixels
 from bpclip_jax.text import DIMENSIONS, PROMPTS
 from bpclip_jax.weights import WeightLoadError
@@ -82,6 +85,22 @@ def test_explanation_sums_to_one_and_follows_the_prompt_order(nr, photo, tmp_pat
     assert e.ref is None and e.headline() == f"{e.score:.3g} on KonIQ-10k's 1-5 scale, higher is better"
     out = nr.save_explanation(tmp_path / "why.png", rgb)
     assert Image.open(out).size[0] > 300
+
+
+def test_what_the_probabilities_are_is_said_under_each_head(nr, photo):
+    """The cosine head's probabilities are a display (softmax at CLIP's 100 of the cosines the score
+    reads); a softmax head's are what it reads; stand-in text features are named as such."""
+    _, rgb = photo
+    e = nr.explain(rgb)
+    assert e.text_head == "cosine" and e.tau == pytest.approx(100.0) and e.stand_in
+    model = nnx.merge(nr.graphdef, nr.state)
+    expected = jax.nn.softmax(100.0 * model(jnp.asarray(rgb[None] / np.float32(255)))[1]["similarity"], -1)
+    np.testing.assert_allclose(e.probs, expected[0], rtol=1e-4, atol=1e-7)
+    note = e.probability_note()
+    assert note.startswith("softmax of the image-to-prompt cosines at CLIP's logit scale 100, for display")
+    assert "STAND-IN text features" in note
+    assert probability_note("softmax_learned", 14.29, stand_in=False) == (
+        "the model's prompt softmax at tau 14.3, which the score regresses on")
 
 
 def test_explanation_of_a_full_reference_model_shows_its_reference(fr):
