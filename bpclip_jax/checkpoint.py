@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from bpclip_jax.errors import WorkdirError
+from bpclip_jax.files import atomic_write, disk_full
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +120,25 @@ class Checkpoints:
     # ------------------------------------------------------------------ saving
 
     def _save(self, manager: ocp.CheckpointManager, step: int, tree, meta: dict) -> None:
+        """One step, whole or not at all. A full disk: the half-written step is removed (its space
+        freed, the earlier steps as they were) and a DiskFullError names the folder, the bytes the
+        step needs (its arrays, uncompressed) and the bytes free."""
         if step in manager.all_steps():  # left by an attempt that was killed before its record
             manager.delete(step)
         meta = {**meta, "step": step, "checksums": checksums(tree)}
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
-                                                   meta=ocp.args.JsonSave(meta)), force=True)
-        manager.wait_until_finished()
+        where = Path(manager.directory) / str(step)
+        needed = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+        def remove_partial():
+            if jax.process_index() == 0:
+                for partial in where.parent.glob(f"{step}.orbax-checkpoint-tmp*"):
+                    shutil.rmtree(partial, ignore_errors=True)
+            manager.reload()
+
+        with disk_full(where, needed, remove_partial):
+            manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+                                                       meta=ocp.args.JsonSave(meta)), force=True)
+            manager.wait_until_finished()
 
     def discard_unrecorded(self) -> None:
         """A run starting anew: best and frozen steps left without a latest record (a run killed
@@ -160,9 +174,7 @@ class Checkpoints:
 
     def write_best_file(self, record: dict) -> None:
         if jax.process_index() == 0 and record.get("best"):
-            tmp = self.best_file.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(record["best"], indent=1) + "\n")
-            tmp.replace(self.best_file)
+            atomic_write(self.best_file, json.dumps(record["best"], indent=1) + "\n")
 
     # ------------------------------------------------------------------ restoring
 

@@ -2,12 +2,14 @@
 line, and a runner that prints a user's mistake as one line with a non-zero exit.
 
 Exit codes: 0 done, 1 a user error (the message names the file, field or flag and the fix; with
---verbose also its traceback), 2 a command line that does not parse. Any other exception is a bug
-and keeps its traceback.
+--verbose also its traceback), 2 a command line that does not parse, 75 stopped by SIGTERM after a
+checkpoint (the same command resumes; bpclip_jax.preempt), 130 the same after Ctrl-C. Any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import runpy
@@ -19,6 +21,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from bpclip_jax.errors import UserError
+from bpclip_jax.preempt import Preempted
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("verbose", False, "show tracebacks of user errors and the libraries' INFO logs")
@@ -117,6 +120,17 @@ def _config_load_error(path: str, err: OSError) -> str:
     return f"--config {path} does not load: {last}"
 
 
+@contextlib.contextmanager
+def preempted_exits():
+    """A run stopped by SIGTERM or SIGINT after its checkpoint (bpclip_jax.preempt): one line on
+    stderr and its exit code (75, or 130 after Ctrl-C)."""
+    try:
+        yield
+    except Preempted as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr, flush=True)
+        raise SystemExit(stopped.exit_code) from None
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """app.run(main) with one-line user errors (see the module docstring)."""
 
@@ -124,7 +138,8 @@ def run(main: Callable[[list[str]], None]) -> None:
         absl_logging.set_verbosity(absl_logging.INFO if FLAGS.verbose else absl_logging.WARNING)
         logging.getLogger("bpclip_jax").setLevel(logging.INFO)
         try:
-            main(argv)
+            with preempted_exits():
+                main(argv)
         except app.UsageError as err:
             fail(f"{err} (--help lists the flags)", EXIT_USAGE)
         except user_errors() as err:

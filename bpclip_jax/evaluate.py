@@ -16,6 +16,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from bpclip_jax import metrics
+from bpclip_jax.files import atomic_write
 from data_pipelines import pipeline
 from data_pipelines.records import SCALES, Record, to_mos
 
@@ -204,15 +205,6 @@ def scatter_plot(path: Path, records: Sequence[Record], pred: np.ndarray, title:
     scatter_figure(records, pred, title, step).savefig(path)
 
 
-def _atomic(path: Path, write, *args) -> Path:
-    """Calls write(tmp, *args) then renames tmp to path: a kill leaves the old file or the new,
-    whole (tmp keeps the suffix: matplotlib picks the format by it)."""
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    write(tmp, *args)
-    tmp.replace(path)
-    return path
-
-
 def _shown(key: str, value) -> str:
     if key == "n":
         return f"n {value}"
@@ -243,10 +235,11 @@ def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | 
         warning = collapse_warning(h, config.model, label)
         if jax.process_index() == 0:
             stem = label.replace("/", "_")
-            written.append(_atomic(workdir / f"predictions_{stem}.csv", write_predictions, records, pred))
+            written.append(atomic_write(workdir / f"predictions_{stem}.csv",
+                                        functools.partial(write_predictions, records=records, pred=pred)))
             step = None if selection is None else selection["step"]
-            written.append(_atomic(workdir / f"scatter_{stem}.png", scatter_plot, records, pred, label,
-                                   step))
+            written.append(atomic_write(workdir / f"scatter_{stem}.png", functools.partial(
+                scatter_plot, records=records, pred=pred, title=label, step=step)))
         if jax.process_index() == 0:
             print(f"{label}: " + ", ".join(_shown(k, v) for k, v in results[label].items()), flush=True)
             if warning:
@@ -254,6 +247,5 @@ def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | 
     if selection is not None:
         results = {"selection": selection, **results}
     if jax.process_index() == 0:
-        written.insert(0, _atomic(workdir / "results.json", Path.write_text,
-                                  json.dumps(results, indent=1) + "\n"))
+        written.insert(0, atomic_write(workdir / "results.json", json.dumps(results, indent=1) + "\n"))
     return results, written

@@ -24,6 +24,7 @@ from flax import nnx
 from bpclip_jax import run_config
 from bpclip_jax.errors import UserError
 from bpclip_jax.explain import DATASET_NAMES, scale_phrase
+from bpclip_jax.files import atomic_write
 from bpclip_jax.text import PROMPTS
 from data_pipelines.records import SCALES
 
@@ -59,24 +60,17 @@ def export(scorer: Scorer, path: str | Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     flat = {"/".join(str(k) for k in p): np.asarray(v.get_value())
             for p, v in nnx.to_flat_state(scorer.state)}
-    tmp = path / ".model.safetensors.tmp"
-    save_file(flat, str(tmp))
-    tmp.replace(path / "model.safetensors")
+    atomic_write(path / "model.safetensors", lambda tmp: save_file(flat, str(tmp)),
+                 needed=sum(a.nbytes for a in flat.values()))
     provenance = _provenance(scorer)
     lo, hi, higher_better = SCALES[scorer.dataset]
     meta = {"format": EXPORT_FORMAT, "dataset": scorer.dataset, "mos_range": [lo, hi],
             "higher_is_better": higher_better, "full_reference": scorer.full_reference,
             "prompts": [p.text for p in PROMPTS], "provenance": provenance}
-    _write(path / "config.json", scorer.config.to_json_best_effort(indent=1) + "\n")
-    _write(path / "meta.json", json.dumps(meta, indent=1) + "\n")
-    _write(path / CARD, model_card(scorer.config, meta))
+    atomic_write(path / "config.json", scorer.config.to_json_best_effort(indent=1) + "\n")
+    atomic_write(path / "meta.json", json.dumps(meta, indent=1) + "\n")
+    atomic_write(path / CARD, model_card(scorer.config, meta))
     return path
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _provenance(scorer: Scorer) -> dict:

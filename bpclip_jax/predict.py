@@ -29,6 +29,7 @@ from PIL import Image
 from bpclip_jax import progress
 from bpclip_jax.errors import UserError
 from bpclip_jax.explain import top_adjectives
+from bpclip_jax.files import atomic_write, disk_full
 from bpclip_jax.inputs import IMAGE_FAILURES, InputError, SizePolicy
 from bpclip_jax.text import DIMENSIONS
 from data_pipelines.images import image_size
@@ -148,12 +149,14 @@ class PredictionsFile:
             kept = self._scored_rows(path)
             self.done = {(r["file"], r["ref"]) for r in kept}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as f:  # the kept rows, whole, before anything is appended
-            writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
-            writer.writeheader()
-            writer.writerows(kept)
-        tmp.replace(path)
+
+        def kept_rows(tmp: Path) -> None:  # the kept rows, whole, before anything is appended
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
+                writer.writeheader()
+                writer.writerows(kept)
+
+        atomic_write(path, kept_rows)
         self._file = path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=PREDICTION_COLUMNS, extrasaction="ignore")
 
@@ -174,9 +177,12 @@ class PredictionsFile:
         return [r for r in rows if not r["error"] and _is_number(r["score"]) and None not in r.values()]
 
     def write(self, rows: Iterable[dict]) -> None:
-        for row in rows:
-            self._writer.writerow({k: _cell(row.get(k)) for k in PREDICTION_COLUMNS})
-        self._file.flush()
+        """Appends and flushes rows. A full disk: a DiskFullError naming the file; the rows
+        written before stay (a row cut short is scored again by resume)."""
+        rows = [{k: _cell(row.get(k)) for k in PREDICTION_COLUMNS} for row in rows]
+        with disk_full(self.path, sum(len(",".join(r.values())) + 2 for r in rows)):
+            self._writer.writerows(rows)
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()

@@ -53,6 +53,7 @@ from ml_collections import config_flags
 
 from bpclip_jax import cli
 from bpclip_jax.errors import UserError
+from bpclip_jax.files import atomic_write
 
 FLAGS = flags.FLAGS
 
@@ -523,13 +524,6 @@ def markdown(runs: dict, title: str, splits: int) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """path whole or not at all (write, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 # ------------------------------------------------------------------------------ the command
 
 
@@ -569,9 +563,9 @@ def write_table(jobs: list[Job], missing: dict[Job, str], runs: dict, workdir: P
                         + ("" if FLAGS.aggregate_only else f"; see their {LOG}"))
     title = Path(config_file).stem + (f":{config_arg}" if config_arg else "")
     text = markdown(table, title, FLAGS.splits)
-    write_atomic(workdir / "table.json", json.dumps({"config": title, "splits": FLAGS.splits,
+    atomic_write(workdir / "table.json", json.dumps({"config": title, "splits": FLAGS.splits,
                                                      "runs": table}, indent=1) + "\n")
-    write_atomic(workdir / "table.md", text)
+    atomic_write(workdir / "table.md", text)
     print(text, flush=True)
     lost = sum(len(run["missing"]) for run in table.values())
     if lost:

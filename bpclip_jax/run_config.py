@@ -19,6 +19,7 @@ from pathlib import Path
 import ml_collections
 
 from bpclip_jax.errors import UserError, WorkdirError
+from bpclip_jax.files import atomic_write
 
 CONFIG_FILE = "config.json"
 
@@ -37,11 +38,7 @@ FROM_RUN = ("model", "dtype", "seed", "data.dataset", "data.ratios", "data.split
 
 def write(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
     """WORKDIR/config.json, written whole or not at all (write, then rename)."""
-    path = Path(workdir) / CONFIG_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(config.to_json_best_effort(indent=1) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(Path(workdir) / CONFIG_FILE, config.to_json_best_effort(indent=1) + "\n")
 
 
 def read(path: str | Path) -> ml_collections.ConfigDict:

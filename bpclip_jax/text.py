@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bpclip_jax.files import atomic_write
 from bpclip_jax.weights import CLIP_DEFAULT, fetch, load_clip_text
 
 log = logging.getLogger(__name__)
@@ -122,9 +123,7 @@ def prompt_features(source: str = CLIP_DEFAULT, prompts: Sequence[Prompt] = PROM
     log.info("encoding %d prompts with the CLIP text tower of %s", len(prompts), source)
     features = encode_text(prompts, source)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, features)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: np.save(tmp, features), needed=features.nbytes + 128)
     return features
 
 

@@ -14,9 +14,13 @@ that verifies (bpclip_jax.checkpoint).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +35,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bpclip_jax import checkpoint, evaluate, lock, progress, run_config
+from bpclip_jax import checkpoint, evaluate, lock, preempt, progress, run_config
 from bpclip_jax.build import create_model
 from bpclip_jax.errors import WorkdirError
 from bpclip_jax.models.bpclip import BPCLIP
@@ -270,8 +274,11 @@ def _resume(ckpt: checkpoint.Checkpoints, state: TrainState) -> tuple[TrainState
     step, saved, record = found
     ckpt.check_best_file(record)
     log.info("resuming from %s at step %d", Path(ckpt.latest.directory) / str(step), step)
+    kept = {"history": record.get("history", []), "best": record.get("best")}
+    if record.get("pending"):  # preempted between log steps: those steps' metrics, not yet logged
+        kept["pending"] = record["pending"]
     return state.replace(step=saved["step"], params=saved["params"], opt_state=saved["opt_state"],
-                         frozen=frozen), {"history": record.get("history", []), "best": record.get("best")}
+                         frozen=frozen), kept
 
 
 def _init_from(source: str, state: TrainState) -> TrainState:
@@ -306,42 +313,87 @@ def _fail_non_finite(fetched: list[dict], first_step: int, ckpt: checkpoint.Chec
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Trains as the config says, selects the checkpoint on `data.select_part`, evaluates it on
     the test parts and writes WORKDIR/results.json (+ predictions CSV and scatter plots). Running it
-    again on the same workdir resumes; a second run on a workdir in use is refused."""
-    with lock.exclusive(workdir):
-        run = setup(config, workdir)
+    again on the same workdir resumes; a second run on a workdir in use is refused. SIGTERM or
+    SIGINT stops it after a checkpoint of the step in flight (bpclip_jax.preempt); a run that fails
+    before its first step leaves the workdir as it found it."""
+    with _claimed(workdir) as started, preempt.Signals() as signals:
+        with signals.interruptible():
+            run = setup(config, workdir)
         try:
             total = config.optim.epochs * run.steps_per_epoch
             stop = min(total, config.train.stop_at_step or total)
             start = int(run.state.step)
             if start < stop:
-                _train_loop(run, start, stop)
+                _train_loop(run, start, stop, signals, started)
+            started.set()
             if stop < total:
                 progress.say(f"stopped at step {stop} of {total} as train.stop_at_step asks; the same "
                              f"command without it resumes")
                 return {}
-            return final_evaluation(run)
+            with signals.interruptible():
+                return final_evaluation(run)
         finally:
             run.ckpt.close()
 
 
-def _train_loop(run: Run, start: int, stop: int) -> None:
+@contextlib.contextmanager
+def _claimed(workdir: str | Path):
+    """The workdir's lock for a training run, and a failed start undone: when the run stops
+    before its first step (a bad data root, an error in set-up, a signal), what it created in
+    the workdir (the lock file, checkpoints/, config.json, metrics.jsonl, the folder itself) is
+    removed, and what was there before is left as it was. Yields an Event to set once a step is
+    done."""
+    workdir = Path(workdir)
+    before = set(os.listdir(workdir)) if workdir.is_dir() else None
+    started, undone = threading.Event(), False
+    try:
+        with lock.exclusive(workdir) as held:
+            try:
+                yield started
+            except BaseException:
+                if not started.is_set() and jax.process_index() == 0:
+                    for name in set(os.listdir(workdir)) - (before or set()) - {lock.LOCK_FILE}:
+                        path = workdir / name
+                        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                    held.remove = before is None or lock.LOCK_FILE not in before
+                    undone = True
+                raise
+    finally:
+        if undone and before is None and workdir.is_dir() and not any(workdir.iterdir()):
+            workdir.rmdir()
+
+
+def _train_loop(run: Run, start: int, stop: int, signals: preempt.Signals | None = None,
+                started: threading.Event | None = None) -> None:
+    """Steps start..stop, logging every train.log_every steps, validating and checkpointing at
+    epoch ends. On a signal (`signals`) it stops after the step in flight with a checkpoint of
+    it; the steps since the last log row travel in that checkpoint's record ('pending'), so the
+    resumed run logs the same rows as an unstopped one."""
     config, spe = run.config, run.steps_per_epoch
-    pending, first, t0, began = [], start, time.perf_counter(), time.perf_counter()
+    signals = signals or preempt.Signals()
+    pending = run.record.pop("pending", [])  # a preempted window's steps, logged with the rest
+    first, t0, began = start - len(pending), time.perf_counter(), time.perf_counter()
     bar = progress.bar(stop, "train", "step", initial=start)
     ticker = progress.Ticker()
     step_fn = run.step_fn
+    if start % spe == 0 and start and _validation_missing(run, start):
+        _end_of_epoch_or_stop(run, start, signals)  # preempted in its validation: redo it
     for step in range(start, stop):
         batch = to_global(next(run.iterator), run.mesh)
         if step == start and hasattr(step_fn, "lower"):
             step_fn = evaluate.compiled_everywhere(step_fn, run.state, batch)
         run.state, metrics = step_fn(run.state, batch)
+        if started is not None:
+            started.set()
         pending.append(metrics)
         done = step + 1
         epoch_end = done % spe == 0
-        if done % config.train.log_every == 0 or epoch_end or done == stop:
+        log_step = done % config.train.log_every == 0 or epoch_end or done == stop
+        if log_step:
             fetched = jax.device_get(pending)  # the one host sync since the last log step
             _fail_non_finite(fetched, first, run.ckpt)
-            rate = len(pending) * config.data.batch_size / (time.perf_counter() - t0)
+            fresh = done - max(first, start)
+            rate = fresh * config.data.batch_size / (time.perf_counter() - t0)
             loss = float(np.mean([m["loss"] for m in fetched]))
             run.writer.write(done, {"train/loss": loss, "train/lr": float(fetched[-1]["lr"]),
                                     "train/grad_norm": float(fetched[-1]["grad_norm"]),
@@ -352,11 +404,49 @@ def _train_loop(run: Run, start: int, stop: int) -> None:
             ticker.tick(f"train: step {done}/{stop} (epoch {done / spe:.1f}), loss {loss:.4f}, "
                         f"{rate:.1f} pairs/s, {progress.duration(left)} left", force=epoch_end)
             pending, first, t0 = [], done, time.perf_counter()
-        if epoch_end and (done // spe) % config.train.eval_every == 0:
-            _end_of_epoch(run, done)
-        elif done == stop:  # a stop between validations: checkpoint only, select as usual later
-            run.ckpt.save_latest(done, run.state.resumable(), run.record)
+        stopping = signals.stop_requested(sync_point=log_step)
+        if epoch_end and (done // spe) % config.train.eval_every == 0 and not stopping:
+            _end_of_epoch_or_stop(run, done, signals)
+            stopping = signals.stop_requested(sync_point=True)  # a signal in its checkpoint writes
+        elif done == stop or stopping:  # a stop between validations: checkpoint only
+            _save_with_pending(run, done, pending)
+        if stopping:
+            bar.close()
+            raise signals.preempted(f"stopped by a signal after step {done}: "
+                                    f"{Path(run.ckpt.latest.directory) / str(done)} holds it; the same "
+                                    f"command resumes from there")
     bar.close()
+
+
+def _save_with_pending(run: Run, step: int, pending: list) -> None:
+    """The latest checkpoint of `step`, its record carrying the metrics of the steps not yet
+    logged (a preemption between log steps), as plain numbers."""
+    record = run.record
+    if pending:
+        record = {**record, "pending": [{k: (bool(v) if k == "finite" else float(v)) for k, v in m.items()}
+                                        for m in jax.device_get(pending)]}
+    run.ckpt.save_latest(step, run.state.resumable(), record)
+
+
+def _validation_missing(run: Run, step: int) -> bool:
+    """Whether the epoch that ends at `step` should have validated but its record has no row:
+    the run was preempted in that validation, after the step's checkpoint."""
+    config = run.config
+    due = config.data.select_part and (step // run.steps_per_epoch) % config.train.eval_every == 0
+    return bool(due) and all(h["step"] != step for h in run.record["history"])
+
+
+def _end_of_epoch_or_stop(run: Run, step: int, signals: preempt.Signals) -> None:
+    """_end_of_epoch, its validation stopped at once by a signal: the step's checkpoint is then
+    written without it (the resumed run validates that step first) and Preempted raised."""
+    try:
+        _end_of_epoch(run, step, signals)
+    except preempt.Preempted as stopped:
+        if step not in run.ckpt.latest.all_steps():
+            run.ckpt.save_latest(step, run.state.resumable(), run.record)
+        raise signals.preempted(f"stopped by {signal.Signals(stopped.signum).name} in the validation "
+                                f"after step {step}: {Path(run.ckpt.latest.directory) / str(step)} holds "
+                                f"the step; the same command validates it and goes on") from None
 
 
 def selection_label(config) -> str:
@@ -386,7 +476,7 @@ def _health_text(h: dict) -> str:
     return text + (f", cosines {h['cos_spread']:.1e}" if "cos_spread" in h else "")
 
 
-def _end_of_epoch(run: Run, step: int) -> None:
+def _end_of_epoch(run: Run, step: int, signals: preempt.Signals | None = None) -> None:
     """Validate, save the best (if improved), then the latest with the run's record: a kill at any
     point leaves a record whose best checkpoint exists (bpclip_jax.checkpoint). The validation
     line (and metrics.jsonl) carries the model's health: its predictions' spread against the
@@ -395,9 +485,10 @@ def _end_of_epoch(run: Run, step: int) -> None:
     part = config.data.select_part
     if part:
         records = run.parts[part]
-        pred, cosines = evaluate.predict(run.graphdef, run.state.params, run.state.frozen, records,
-                                         config.data.eval_batch_size, threads=config.data.threads,
-                                         desc=f"validate ({part})", mesh=run.mesh, similarity=True)
+        with (signals or preempt.Signals()).interruptible():
+            pred, cosines = evaluate.predict(run.graphdef, run.state.params, run.state.frozen, records,
+                                             config.data.eval_batch_size, threads=config.data.threads,
+                                             desc=f"validate ({part})", mesh=run.mesh, similarity=True)
         m = evaluate.metrics_on(records, pred)
         h = evaluate.health(records, pred, cosines)
         run.writer.write(step, {f"val/{k}": v for k, v in {**m, **h}.items()})

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import jax
 
+from bpclip_jax.files import atomic_write, disk_full
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -43,9 +45,7 @@ class MetricWriter:
 
     def _rewrite(self, keep) -> None:
         rows = [r for r in self._rows() if isinstance(r, dict) and "step" in r and keep(r)]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(self.path)
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def _board(self):
         if self._tb is None:
@@ -57,8 +57,9 @@ class MetricWriter:
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if not self.active:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
+        line = json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n"
+        with disk_full(self.path, len(line)), self.path.open("a") as f:  # a cut line is skipped on read
+            f.write(line)
         board = self._board()
         for key, value in scalars.items():
             board.add_scalar(key, float(value), step)

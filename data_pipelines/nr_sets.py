@@ -11,6 +11,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+from bpclip_jax.files import atomic_write
 from data_pipelines.images import read_rgb
 from data_pipelines.records import (
     BadRow,
@@ -184,9 +185,7 @@ def resize_short_side(paths: list[Path], out_dir: Path, short: int) -> list[Path
         w, h = image.size
         scale = short / min(w, h)
         image = image.resize((round(w * scale), round(h * scale)), Image.BICUBIC)
-        tmp = dst.with_suffix(".tmp.png")
-        image.save(tmp)
-        tmp.replace(dst)
+        atomic_write(dst, lambda tmp: image.save(tmp))
 
     if todo:
         with ThreadPoolExecutor() as pool:

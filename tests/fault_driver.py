@@ -1,6 +1,7 @@
-"""A training run that SIGKILLs itself at a chosen point, for the fault-injection tests.
+"""A training run that SIGKILLs (or SIGTERMs) itself at a chosen point, for the fault-injection
+and preemption tests.
 
-    python -m tests.fault_driver WORKDIR DATA_ROOT POINT [SECTION.FIELD=VALUE ...]
+    python -m tests.fault_driver WORKDIR DATA_ROOT [term@]POINT [SECTION.FIELD=VALUE ...]
 
 POINT is one of
   step:N[:P]     when the train loop is about to run step N (mid-epoch), in process P only if given
@@ -8,7 +9,10 @@ POINT is one of
   validate       during the first validation this process runs
   test           while the final test writes its files
   none           no kill: the run ends normally
-The kill is a real SIGKILL: no finally block, no flush, no lock release but the OS's. The config is
+The kill is a real SIGKILL: no finally block, no flush, no lock release but the OS's. With
+`term@`, the process sends itself SIGTERM there instead (what SLURM sends before a preemption) and
+goes on as the signal lets it; the time it was sent is printed as "SIGTERM at <time.time()>". The
+config is
 tests.runs.tiny_config, the one the unstopped reference run uses, with the given fields set
 (numbers are parsed as Python literals).
 """
@@ -24,8 +28,15 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 
+SIGNAL = [signal.SIGKILL]
+
+
 def die():
-    os.kill(os.getpid(), signal.SIGKILL)
+    if SIGNAL[0] == signal.SIGTERM:
+        import time
+
+        print(f"SIGTERM at {time.time()}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), SIGNAL[0])
 
 
 def arm(point: str) -> None:
@@ -33,6 +44,8 @@ def arm(point: str) -> None:
 
     from bpclip_jax import evaluate, train
 
+    if point.startswith("term@"):
+        SIGNAL[0], point = signal.SIGTERM, point[len("term@"):]
     kind, _, arg = point.partition(":")
     if kind == "step":
         import jax
@@ -91,7 +104,10 @@ def main(workdir: str, root: str, point: str, *fields: str) -> None:
         dotted, value = field.split("=", 1)
         section, name = dotted.split(".")
         config[section][name] = ast.literal_eval(value)
-    train.train_and_evaluate(config, workdir)
+    from bpclip_jax.cli import preempted_exits
+
+    with preempted_exits():
+        train.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,132 @@
+"""Files written whole or not at all, and a full disk as one line.
+
+`atomic_write` writes a temporary file beside the target and renames it into place: a kill at
+any instant leaves the old file or the new one, never a part. When the disk fills (ENOSPC, or a
+quota: EDQUOT) the temporary file is removed, the target is left as it was, and a `DiskFullError`
+names the path, the bytes the write needed and the bytes free; once space is freed the same
+command continues. `disk_full` turns any write's failure (orbax's checkpoint writer reports it as
+a ValueError naming os_error_code 28) into that error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from bpclip_jax.errors import WorkdirError
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(WorkdirError):
+    """A write failed for lack of space; the message names the path, the bytes needed and free."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether `err` (or an exception it was raised from) is a write that found no space."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in FULL:
+            return True
+        text = str(err)
+        if "No space left on device" in text or "Disk quota exceeded" in text or "os_error_code='28'" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def free_bytes(path: str | Path) -> int:
+    """Bytes free to this user on the filesystem that holds `path` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def size(n: float) -> str:
+    """'1.5 GB': bytes in decimal units."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} TB"
+
+
+def disk_full_message(path: str | Path, needed: int | str) -> str:
+    needed = needed if isinstance(needed, str) else size(needed)
+    return (f"{path}: no space left on the device ({needed} needed, {size(free_bytes(path))} free "
+            f"there); nothing saved before was lost: free space (or choose another folder) and run the "
+            f"same command again")
+
+
+class _NoSpaceRecords(logging.Filter):
+    """Drops a library's log records of a write that found no space: DiskFullError says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not is_disk_full(Exception(record.getMessage()))
+
+
+@contextlib.contextmanager
+def disk_full(path: str | Path, needed: int | Callable[[], int | str],
+              cleanup: Callable[[], None] | None = None):
+    """Turns a write in the block that fails for lack of space into a DiskFullError naming `path`
+    and the bytes `needed` (a number, or a function called at the failure, before `cleanup`
+    removes what the failed write left). The writers' own log records of that failure (orbax
+    logs each failed thread) are held back."""
+    quiet = _NoSpaceRecords()
+    loggers = [logging.getLogger(), logging.getLogger("absl")]
+    for logger in loggers:
+        logger.addFilter(quiet)
+        for handler in logger.handlers:
+            handler.addFilter(quiet)
+    try:
+        yield
+    except Exception as err:
+        if not is_disk_full(err):
+            raise
+        needed = needed() if callable(needed) else needed
+        if cleanup is not None:
+            cleanup()
+        raise DiskFullError(disk_full_message(path, needed)) from None
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+            for handler in logger.handlers:
+                handler.removeFilter(quiet)
+
+
+def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None],
+                 needed: int | None = None) -> Path:
+    """Writes `content` (text, bytes, or a function that writes the file it is given) to a
+    temporary file beside `path`, then renames it to `path`. The temporary file keeps the suffix
+    (matplotlib and numpy pick the format by it). A full disk: DiskFullError, `path` untouched;
+    `needed` (bytes) is what it reports for a function's file (else: more than what was written)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if not callable(content):
+        needed = len(content.encode() if isinstance(content, str) else content)
+
+    def remove_tmp():
+        tmp.unlink(missing_ok=True)
+
+    def shortfall() -> int | str:
+        if needed is not None:
+            return needed
+        return f"more than {size(tmp.stat().st_size if tmp.exists() else 0)}"
+
+    with disk_full(path, shortfall, remove_tmp):
+        try:
+            if callable(content):
+                content(tmp)
+            elif isinstance(content, str):
+                tmp.write_text(content)
+            else:
+                tmp.write_bytes(content)
+        except BaseException:
+            remove_tmp()
+            raise
+        tmp.replace(path)
+    return path
