@@ -34,7 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from bpclip_jax.errors import WorkdirError
-from bpclip_jax.files import atomic_write, disk_full
+from bpclip_jax.files import DiskFullError, atomic_write, disk_full, disk_full_message, free_bytes
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,10 @@ class Checkpoints:
     # ------------------------------------------------------------------ saving
 
     def _save(self, manager: ocp.CheckpointManager, step: int, tree, meta: dict) -> None:
-        """One step, whole or not at all. A full disk: the half-written step is removed (its space
-        freed, the earlier steps as they were) and a DiskFullError names the folder, the bytes the
-        step needs (its arrays, uncompressed) and the bytes free."""
+        """One step, whole or not at all. A full disk: a DiskFullError names the folder, the bytes
+        the step needs (its arrays, uncompressed: an upper bound) and the bytes free. It is checked
+        before the write starts (orbax's writer threads would each report the failure); a disk
+        that fills during the write has the half-written step removed, the earlier ones kept."""
         if step in manager.all_steps():  # left by an attempt that was killed before its record
             manager.delete(step)
         meta = {**meta, "step": step, "checksums": checksums(tree)}
@@ -135,6 +136,8 @@ class Checkpoints:
                     shutil.rmtree(partial, ignore_errors=True)
             manager.reload()
 
+        if free_bytes(where.parent) < needed:
+            raise DiskFullError(disk_full_message(where, needed))
         with disk_full(where, needed, remove_partial):
             manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                        meta=ocp.args.JsonSave(meta)), force=True)

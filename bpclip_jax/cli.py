@@ -121,14 +121,19 @@ def _config_load_error(path: str, err: OSError) -> str:
 
 
 @contextlib.contextmanager
-def preempted_exits():
-    """A run stopped by SIGTERM or SIGINT after its checkpoint (bpclip_jax.preempt): one line on
-    stderr and its exit code (75, or 130 after Ctrl-C)."""
+def one_line_errors(verbose: bool = False):
+    """A user's mistake as one line and exit 1 (with `verbose`, its traceback instead); a run
+    stopped by SIGTERM or SIGINT after its checkpoint (bpclip_jax.preempt) as one line and its exit
+    code (75, or 130 after Ctrl-C)."""
     try:
         yield
     except Preempted as stopped:
         print(f"stopped: {stopped}", file=sys.stderr, flush=True)
         raise SystemExit(stopped.exit_code) from None
+    except user_errors() as err:
+        if verbose:
+            raise
+        fail(str(err).strip().replace("\n", " "))
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -138,14 +143,10 @@ def run(main: Callable[[list[str]], None]) -> None:
         absl_logging.set_verbosity(absl_logging.INFO if FLAGS.verbose else absl_logging.WARNING)
         logging.getLogger("bpclip_jax").setLevel(logging.INFO)
         try:
-            with preempted_exits():
+            with one_line_errors(FLAGS.verbose):
                 main(argv)
         except app.UsageError as err:
             fail(f"{err} (--help lists the flags)", EXIT_USAGE)
-        except user_errors() as err:
-            if FLAGS.verbose:
-                raise
-            fail(str(err).strip().replace("\n", " "))
         except KeyboardInterrupt:
             fail("interrupted", 130)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -147,14 +148,16 @@ def metrics_on(records: Sequence[Record], pred: np.ndarray) -> dict[str, float]:
     return metrics.all_metrics(to_mos(pred, records[0].dataset), mos)
 
 
-def write_predictions(path: Path, records: Sequence[Record], pred: np.ndarray) -> None:
+def write_predictions(path: Path, records: Sequence[Record], pred: np.ndarray) -> Path:
+    """predictions_<set>_<part>.csv: per record its files, label and prediction (each in the set's
+    scale and on [0,1]); written whole or not at all."""
     mapped = to_mos(pred, records[0].dataset)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "ref", "mos", "prediction", "score", "predicted_score"])
-        for r, p, s in zip(records, mapped, pred):
-            writer.writerow([r.dist, r.ref or "", f"{r.mos:.9g}", f"{p:.9g}", f"{r.score:.9g}",
-                             f"{s:.9g}"])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["path", "ref", "mos", "prediction", "score", "predicted_score"])
+    for r, p, s in zip(records, mapped, pred):
+        writer.writerow([r.dist, r.ref or "", f"{r.mos:.9g}", f"{p:.9g}", f"{r.score:.9g}", f"{s:.9g}"])
+    return atomic_write(path, text.getvalue())
 
 
 def _scale_name(dataset: str) -> str:
@@ -200,9 +203,11 @@ def scatter_figure(records: Sequence[Record], pred: np.ndarray, title: str, step
 
 
 def scatter_plot(path: Path, records: Sequence[Record], pred: np.ndarray, title: str,
-                 step: int | None = None) -> None:
-    """Writes scatter_figure(records, pred, title, step) to `path` (PNG)."""
-    scatter_figure(records, pred, title, step).savefig(path)
+                 step: int | None = None) -> Path:
+    """Writes scatter_figure(records, pred, title, step) to `path` (PNG), whole or not at all."""
+    png = io.BytesIO()
+    scatter_figure(records, pred, title, step).savefig(png, format="png")
+    return atomic_write(path, png.getvalue())
 
 
 def _shown(key: str, value) -> str:
@@ -235,11 +240,9 @@ def evaluate_sets(config, parts: dict, graphdef, params, frozen, workdir: str | 
         warning = collapse_warning(h, config.model, label)
         if jax.process_index() == 0:
             stem = label.replace("/", "_")
-            written.append(atomic_write(workdir / f"predictions_{stem}.csv",
-                                        functools.partial(write_predictions, records=records, pred=pred)))
+            written.append(write_predictions(workdir / f"predictions_{stem}.csv", records, pred))
             step = None if selection is None else selection["step"]
-            written.append(atomic_write(workdir / f"scatter_{stem}.png", functools.partial(
-                scatter_plot, records=records, pred=pred, title=label, step=step)))
+            written.append(scatter_plot(workdir / f"scatter_{stem}.png", records, pred, label, step))
         if jax.process_index() == 0:
             print(f"{label}: " + ", ".join(_shown(k, v) for k, v in results[label].items()), flush=True)
             if warning:

@@ -55,9 +55,8 @@ def size(n: float) -> str:
     return f"{n} TB"
 
 
-def disk_full_message(path: str | Path, needed: int | str) -> str:
-    needed = needed if isinstance(needed, str) else size(needed)
-    return (f"{path}: no space left on the device ({needed} needed, {size(free_bytes(path))} free "
+def disk_full_message(path: str | Path, needed: int) -> str:
+    return (f"{path}: no space left on the device ({size(needed)} needed, {size(free_bytes(path))} free "
             f"there); nothing saved before was lost: free space (or choose another folder) and run the "
             f"same command again")
 
@@ -70,12 +69,11 @@ class _NoSpaceRecords(logging.Filter):
 
 
 @contextlib.contextmanager
-def disk_full(path: str | Path, needed: int | Callable[[], int | str],
-              cleanup: Callable[[], None] | None = None):
-    """Turns a write in the block that fails for lack of space into a DiskFullError naming `path`
-    and the bytes `needed` (a number, or a function called at the failure, before `cleanup`
-    removes what the failed write left). The writers' own log records of that failure (orbax
-    logs each failed thread) are held back."""
+def disk_full(path: str | Path, needed: int, cleanup: Callable[[], None] | None = None):
+    """Turns a write in the block that fails for lack of space into a DiskFullError naming `path`,
+    the bytes `needed` and those free at the failure, then runs `cleanup` (which removes what the
+    failed write left). The writers' own log records of that failure (orbax logs each failed
+    thread) are held back."""
     quiet = _NoSpaceRecords()
     loggers = [logging.getLogger(), logging.getLogger("absl")]
     for logger in loggers:
@@ -87,10 +85,10 @@ def disk_full(path: str | Path, needed: int | Callable[[], int | str],
     except Exception as err:
         if not is_disk_full(err):
             raise
-        needed = needed() if callable(needed) else needed
+        message = disk_full_message(path, needed)  # the bytes free at the failure
         if cleanup is not None:
             cleanup()
-        raise DiskFullError(disk_full_message(path, needed)) from None
+        raise DiskFullError(message) from None
     finally:
         for logger in loggers:
             logger.removeFilter(quiet)
@@ -98,33 +96,19 @@ def disk_full(path: str | Path, needed: int | Callable[[], int | str],
                 handler.removeFilter(quiet)
 
 
-def atomic_write(path: str | Path, content: str | bytes | Callable[[Path], None],
-                 needed: int | None = None) -> Path:
-    """Writes `content` (text, bytes, or a function that writes the file it is given) to a
-    temporary file beside `path`, then renames it to `path`. The temporary file keeps the suffix
-    (matplotlib and numpy pick the format by it). A full disk: DiskFullError, `path` untouched;
-    `needed` (bytes) is what it reports for a function's file (else: more than what was written)."""
+def atomic_write(path: str | Path, content: str | bytes) -> Path:
+    """Writes `content` to a temporary file beside `path`, then renames it to `path`. A full disk:
+    a DiskFullError naming `path` and the content's size; `path` untouched, no temporary left."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if not callable(content):
-        needed = len(content.encode() if isinstance(content, str) else content)
+    data = content.encode() if isinstance(content, str) else content
+    tmp = path.with_name(f".{path.name}.tmp")
 
     def remove_tmp():
         tmp.unlink(missing_ok=True)
 
-    def shortfall() -> int | str:
-        if needed is not None:
-            return needed
-        return f"more than {size(tmp.stat().st_size if tmp.exists() else 0)}"
-
-    with disk_full(path, shortfall, remove_tmp):
+    with disk_full(path, len(data), remove_tmp):
         try:
-            if callable(content):
-                content(tmp)
-            elif isinstance(content, str):
-                tmp.write_text(content)
-            else:
-                tmp.write_bytes(content)
+            tmp.write_bytes(data)
         except BaseException:
             remove_tmp()
             raise

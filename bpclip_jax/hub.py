@@ -54,14 +54,13 @@ class ExportError(UserError):
 
 def export(scorer: Scorer, path: str | Path) -> Path:
     """Writes the scorer's model to `path` (created; each file written whole, then renamed)."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     flat = {"/".join(str(k) for k in p): np.asarray(v.get_value())
             for p, v in nnx.to_flat_state(scorer.state)}
-    atomic_write(path / "model.safetensors", lambda tmp: save_file(flat, str(tmp)),
-                 needed=sum(a.nbytes for a in flat.values()))
+    atomic_write(path / "model.safetensors", save(flat))
     provenance = _provenance(scorer)
     lo, hi, higher_better = SCALES[scorer.dataset]
     meta = {"format": EXPORT_FORMAT, "dataset": scorer.dataset, "mos_range": [lo, hi],

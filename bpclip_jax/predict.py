@@ -16,7 +16,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import glob
+import io
 import itertools
+import os
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -149,16 +151,12 @@ class PredictionsFile:
             kept = self._scored_rows(path)
             self.done = {(r["file"], r["ref"]) for r in kept}
         path.parent.mkdir(parents=True, exist_ok=True)
-
-        def kept_rows(tmp: Path) -> None:  # the kept rows, whole, before anything is appended
-            with tmp.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=PREDICTION_COLUMNS)
-                writer.writeheader()
-                writer.writerows(kept)
-
-        atomic_write(path, kept_rows)
-        self._file = path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=PREDICTION_COLUMNS, extrasaction="ignore")
+        text = io.StringIO(newline="")  # the kept rows, whole, before anything is appended
+        writer = csv.DictWriter(text, fieldnames=PREDICTION_COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write(path, text.getvalue())
+        self._file = path.open("ab", buffering=0)  # unbuffered: a failed write leaves nothing pending
 
     @staticmethod
     def _scored_rows(path: Path) -> list[dict]:
@@ -177,12 +175,16 @@ class PredictionsFile:
         return [r for r in rows if not r["error"] and _is_number(r["score"]) and None not in r.values()]
 
     def write(self, rows: Iterable[dict]) -> None:
-        """Appends and flushes rows. A full disk: a DiskFullError naming the file; the rows
-        written before stay (a row cut short is scored again by resume)."""
-        rows = [{k: _cell(row.get(k)) for k in PREDICTION_COLUMNS} for row in rows]
-        with disk_full(self.path, sum(len(",".join(r.values())) + 2 for r in rows)):
-            self._writer.writerows(rows)
-            self._file.flush()
+        """Appends rows, on disk when it returns. A full disk: a DiskFullError naming the file,
+        which is cut back to its last whole row (the rows written before stay)."""
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=PREDICTION_COLUMNS, extrasaction="ignore")
+        writer.writerows({k: _cell(row.get(k)) for k in PREDICTION_COLUMNS} for row in rows)
+        data = memoryview(text.getvalue().encode())
+        end = os.fstat(self._file.fileno()).st_size
+        with disk_full(self.path, len(data), lambda: os.truncate(self.path, end)):
+            while data:
+                data = data[self._file.write(data):]
 
     def close(self) -> None:
         self._file.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -123,7 +124,9 @@ def prompt_features(source: str = CLIP_DEFAULT, prompts: Sequence[Prompt] = PROM
     log.info("encoding %d prompts with the CLIP text tower of %s", len(prompts), source)
     features = encode_text(prompts, source)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: np.save(tmp, features), needed=features.nbytes + 128)
+    data = io.BytesIO()
+    np.save(data, features)
+    atomic_write(path, data.getvalue())
     return features
 
 

@@ -4,11 +4,16 @@ JSON object per row: {"step": N, "<namespace>/<name>": value, ...}). Only proces
 A resumed run re-runs the steps after its checkpoint, so on resume the rows past that step are
 dropped from metrics.jsonl (rewritten whole, then renamed) and TensorBoard is told to purge its
 events past it: every plot and table reads each step once.
+
+Events are written in the training loop's own thread (tensorboardX's EventsWriter, not its
+queued SummaryWriter): a write that fails, e.g. on a full disk, raises here as a DiskFullError;
+in SummaryWriter's thread it would end that thread and leave the next flush waiting for ever.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -48,22 +53,34 @@ class MetricWriter:
         atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def _board(self):
+        """The events file, opened at the first write, with TensorBoard's purge marker first."""
         if self._tb is None:
-            from tensorboardX import SummaryWriter
+            from tensorboardX.event_file_writer import EventsWriter
+            from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-            self._tb = SummaryWriter(str(self.workdir), purge_step=self.purge_step)
+            with disk_full(self.workdir / "events.out.tfevents.*", 256):
+                self._tb = EventsWriter(str(self.workdir / "events"))
+                if self.purge_step is not None:
+                    self._tb.write_event(Event(step=self.purge_step, file_version="brain.Event:2"))
+                    self._tb.write_event(Event(step=self.purge_step,
+                                               session_log=SessionLog(status=SessionLog.START)))
+                self._tb.flush()
         return self._tb
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if not self.active:
             return
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
         line = json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n"
         with disk_full(self.path, len(line)), self.path.open("a") as f:  # a cut line is skipped on read
             f.write(line)
         board = self._board()
-        for key, value in scalars.items():
-            board.add_scalar(key, float(value), step)
-        board.flush()
+        with disk_full(board._file_name, 64 * len(scalars)):
+            for key, value in scalars.items():
+                board.write_event(Event(wall_time=time.time(), step=step, summary=scalar(key, float(value))))
+            board.flush()
 
     def replace(self, prefix: str, step: int, scalars: dict[str, float]) -> None:
         """Writes `scalars` as the only row whose keys start with `prefix` (a re-evaluation's test

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 from pathlib import Path
 
@@ -185,7 +186,9 @@ def resize_short_side(paths: list[Path], out_dir: Path, short: int) -> list[Path
         w, h = image.size
         scale = short / min(w, h)
         image = image.resize((round(w * scale), round(h * scale)), Image.BICUBIC)
-        atomic_write(dst, lambda tmp: image.save(tmp))
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        atomic_write(dst, png.getvalue())
 
     if todo:
         with ThreadPoolExecutor() as pool:

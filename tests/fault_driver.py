@@ -1,7 +1,7 @@
 """A training run that SIGKILLs (or SIGTERMs) itself at a chosen point, for the fault-injection
 and preemption tests.
 
-    python -m tests.fault_driver WORKDIR DATA_ROOT [term@]POINT [SECTION.FIELD=VALUE ...]
+    python -m tests.fault_driver WORKDIR DATA_ROOT [term@|fill@]POINT [SECTION.FIELD=VALUE ...]
 
 POINT is one of
   step:N[:P]     when the train loop is about to run step N (mid-epoch), in process P only if given
@@ -11,8 +11,9 @@ POINT is one of
   none           no kill: the run ends normally
 The kill is a real SIGKILL: no finally block, no flush, no lock release but the OS's. With
 `term@`, the process sends itself SIGTERM there instead (what SLURM sends before a preemption) and
-goes on as the signal lets it; the time it was sent is printed as "SIGTERM at <time.time()>". The
-config is
+goes on as the signal lets it; the time it was sent is printed as "SIGTERM at <time.time()>". With
+`fill@`, it fills the filesystem there instead (a ballast file, $BPCLIP_BALLAST, leaving no byte
+free) and goes on: the next large write finds the disk full. The config is
 tests.runs.tiny_config, the one the unstopped reference run uses, with the given fields set
 (numbers are parsed as Python literals).
 """
@@ -29,9 +30,30 @@ flags.FLAGS.mark_as_parsed()
 
 
 SIGNAL = [signal.SIGKILL]
+FILL = "fill"
+
+
+def fill_disk(ballast: str, keep: int = 0) -> None:
+    """Grows `ballast` until its filesystem has at most `keep` bytes free (real ENOSPC for what
+    follows)."""
+    import shutil
+
+    with open(ballast, "ab") as f:
+        for _ in range(100):  # other writers may take space meanwhile: measure again
+            size = f.seek(0, os.SEEK_END)
+            free = shutil.disk_usage(os.path.dirname(ballast)).free
+            if free <= keep:
+                return
+            try:
+                os.posix_fallocate(f.fileno(), 0, size + free - keep)
+            except OSError:
+                continue
 
 
 def die():
+    if SIGNAL[0] == FILL:
+        fill_disk(os.environ["BPCLIP_BALLAST"])
+        return
     if SIGNAL[0] == signal.SIGTERM:
         import time
 
@@ -46,6 +68,8 @@ def arm(point: str) -> None:
 
     if point.startswith("term@"):
         SIGNAL[0], point = signal.SIGTERM, point[len("term@"):]
+    elif point.startswith("fill@"):
+        SIGNAL[0], point = FILL, point[len("fill@"):]
     kind, _, arg = point.partition(":")
     if kind == "step":
         import jax
@@ -86,7 +110,13 @@ def arm(point: str) -> None:
 
         evaluate.predict = predict
     elif kind == "test":
-        evaluate.write_predictions = lambda *args, **kwargs: die()
+        real_write = evaluate.write_predictions
+
+        def write_predictions(*args, **kwargs):
+            die()
+            return real_write(*args, **kwargs)
+
+        evaluate.write_predictions = write_predictions
     elif kind != "none":
         raise SystemExit(f"unknown kill point {point}")
 
@@ -104,9 +134,9 @@ def main(workdir: str, root: str, point: str, *fields: str) -> None:
         dotted, value = field.split("=", 1)
         section, name = dotted.split(".")
         config[section][name] = ast.literal_eval(value)
-    from bpclip_jax.cli import preempted_exits
+    from bpclip_jax.cli import one_line_errors
 
-    with preempted_exits():
+    with one_line_errors():
         train.train_and_evaluate(config, workdir)
 
 
