@@ -43,10 +43,20 @@ class Signals:
     raises Preempted at once; elsewhere the first one is only recorded, for the trainer to act
     on at the end of the step (`stop_requested`)."""
 
-    def __init__(self):
+    def __init__(self, jax_processes: bool = True):
+        """jax_processes=False: a process that never starts JAX (the protocol's launcher); it is
+        one process and asks JAX nothing."""
         self.received: int | None = None
         self._interruptible = 0
         self._previous: dict = {}
+        self._jax = jax_processes
+
+    def _processes(self) -> int:
+        if not self._jax:
+            return 1
+        import jax
+
+        return jax.process_count()
 
     def __enter__(self) -> Signals:
         if threading.current_thread() is threading.main_thread():
@@ -70,9 +80,7 @@ class Signals:
         """A block that a signal stops at once (work redone on resume, nothing half-written).
         With several processes it is not: one process leaving a collective early would leave
         the others waiting; they stop together at the next agreement instead."""
-        import jax
-
-        if jax.process_count() > 1:
+        if self._processes() > 1:
             yield
             return
         if self.received is not None:
@@ -87,12 +95,11 @@ class Signals:
         """Whether the run should stop after the step just done. One process: whenever a signal
         came. Several: only at a `sync_point` (a log step or an epoch end), where they agree (any
         process's signal stops all), so that every process saves the same step."""
-        import jax
-
-        if jax.process_count() == 1:
+        if self._processes() == 1:
             return self.received is not None
         if not sync_point:
             return False
+        import jax
         from jax.experimental import multihost_utils
 
         flags = multihost_utils.process_allgather(jax.numpy.asarray(self.received is not None))

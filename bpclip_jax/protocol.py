@@ -16,7 +16,10 @@ terminal, plain lines in a log).
 Restarting the same command resumes: a split with results.json is done and only read, one with
 checkpoints resumes from them (bpclip_jax.train), one that another process is running (its
 workdir lock, bpclip_jax.lock) is waited for; on Linux the splits die with a killed launcher, so
-none is left holding its lock. A failed split is reported with the end of its log
+none is left holding its lock. On SIGTERM (a preempted or timed-out SLURM job) or Ctrl-C the
+launcher passes SIGTERM to every running split, which writes a checkpoint of its step in flight
+and stops (bpclip_jax.preempt), waits for them (STOP_GRACE_S at most) and exits 75 (130); a split
+stopped by a signal of its own is resumed at once. A failed split is reported with the end of its log
 and retried once; a split that fails twice is left out of the table, which says so. A finished
 split whose config.json differs from this command's config is refused: a table never mixes runs.
 
@@ -51,9 +54,10 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from bpclip_jax import cli
+from bpclip_jax import cli, preempt
 from bpclip_jax.errors import UserError
 from bpclip_jax.files import atomic_write
+from bpclip_jax.preempt import EXIT_PREEMPTED
 
 FLAGS = flags.FLAGS
 
@@ -62,6 +66,7 @@ RESULTS, LOG, METRICS = "results.json", "log.txt", "metrics.jsonl"
 SWITCHES = ("progressive", "use_text")  # boolean model switches (configs/base.py), flipped by name
 CHOICES = ("text_head", "direction", "branches", "stand_in_text")  # set by name=value
 RETRIES = 1          # a failed split runs once more before it counts as missing
+STOP_GRACE_S = 25    # a stopped launcher waits this long for its splits' checkpoints (SLURM: 30 s)
 POLL_S = 1.0         # how often children are polled and a terminal's status lines redrawn
 PLAIN_EVERY_S = 60   # how often status lines are printed when stdout is not a terminal
 METRIC_NAMES = ("plcc", "srcc", "plcc_logistic", "krcc", "rmse")
@@ -416,6 +421,10 @@ def finished(run: Running, display: Display, missing: dict) -> bool:
         display.event(f"{job.name}: stopped before its last step (train.stop_at_step)")
         missing[job] = "stopped before its last step (train.stop_at_step)"
         return False
+    if code == EXIT_PREEMPTED:  # a signal to the split alone: it saved its step; go on from there
+        display.event(f"{job.name}: stopped by a signal after a checkpoint; resuming it")
+        run.attempt -= 1  # not a failure: the retry is not used up
+        return True
     how = f"exit code {code}" if code > 0 else f"killed by signal {-code}"
     log = job.workdir / LOG
     tail = "\n".join(f"    | {line}" for line in log_tail(log, run.log_start))
@@ -429,12 +438,15 @@ def finished(run: Running, display: Display, missing: dict) -> bool:
 
 
 def stop(running: list[Running]) -> None:
-    """Ends the splits still running (the launcher is interrupted); each resumes at the next start."""
+    """Ends the splits still running (the launcher is interrupted or preempted): SIGTERM, on which
+    each writes a checkpoint of its step in flight and exits (bpclip_jax.preempt), then SIGKILL
+    for any still running after STOP_GRACE_S in all. Each resumes at the next start."""
     for run in running:
         run.process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
     for run in running:
         try:
-            run.process.wait(timeout=30)
+            run.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
             run.process.kill()
             run.process.wait()
@@ -543,7 +555,10 @@ def main(argv):
     missing = {}
     if not FLAGS.aggregate_only:
         free = slots(visible_gpus(FLAGS.devices), FLAGS.parallel, config.data.batch_size)
-        missing = run_jobs(jobs, free, Display())
+        # SIGTERM (a preempted or timed-out SLURM job) or Ctrl-C: every running split is asked to
+        # checkpoint and stop, and the launcher exits 75 (130): the same command resumes them.
+        with preempt.Signals(jax_processes=False) as signals, signals.interruptible():
+            missing = run_jobs(jobs, free, Display())
     if FLAGS.only is not None:
         if missing:
             raise UserError("; ".join(f"{j.name}: {why}" for j, why in missing.items()))

@@ -9,8 +9,10 @@
 # (partition, account, ...) go in sbatch's environment variables, e.g. SBATCH_PARTITION=gpu,
 # SBATCH_ACCOUNT=me; TIME (default 24:00:00) and CPUS (default 8) set the tasks' limits. Task k
 # runs `python -m bpclip_jax.protocol ... --only k`: split k in WORKDIR/split_k (of every
-# --variants), its output in WORKDIR/split_k/log.txt. Running this script again resubmits: done
-# splits are only read, interrupted ones resume from their checkpoints.
+# --variants), its output in WORKDIR/split_k/log.txt. GRACE seconds before its time limit (default
+# 300), or when it is preempted, a task is sent SIGTERM: it checkpoints its step in flight, exits 75
+# and requeues itself, and its next run resumes. Running this script again resubmits: done splits
+# are only read, interrupted ones resume from their checkpoints.
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
@@ -28,9 +30,13 @@ flags=$(printf ' %q' "$@")
 protocol="python -m bpclip_jax.protocol --config $(printf %q "$config") --workdir $(printf %q "$workdir") --splits $splits$flags"
 mkdir -p "$workdir/slurm"
 
+# SIGTERM GRACE seconds (default 300) before the time limit, and on preemption; the task then
+# checkpoints, exits 75 and is requeued (scripts/requeue_on_preempt.sh): nothing is lost.
+requeue=$(printf %q "$(cd "$(dirname "$0")" && pwd)/requeue_on_preempt.sh")
 array=$(sbatch --parsable --job-name=bpclip-splits --array="0-$((splits - 1))" --gpus=1 \
   --cpus-per-task="${CPUS:-8}" --time="${TIME:-24:00:00}" --output="$workdir/slurm/split_%a.out" \
-  --wrap="$protocol --only \$SLURM_ARRAY_TASK_ID")
+  --open-mode=append --requeue --signal="B:TERM@${GRACE:-300}" \
+  --wrap="$requeue $protocol --only \$SLURM_ARRAY_TASK_ID")
 table=$(sbatch --parsable --job-name=bpclip-table --dependency="afterany:${array%%;*}" --ntasks=1 \
   --time=00:30:00 --output="$workdir/slurm/table.out" --wrap="$protocol --aggregate_only")
 echo "splits: job $array (array 0-$((splits - 1))); table: job $table, writes $workdir/table.md"

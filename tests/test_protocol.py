@@ -4,7 +4,9 @@ table; then on the tiny KADID fixture, real runs: a killed launcher resumes, --p
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +19,7 @@ from ml_collections import config_flags
 
 from bpclip_jax import lock, protocol, run_config
 from bpclip_jax.errors import UserError
+from bpclip_jax.preempt import EXIT_PREEMPTED
 from configs import base
 from tests import data_fixtures
 
@@ -247,10 +250,36 @@ def test_a_killed_launcher_leaves_no_split_running_and_resumes(sequential):
     assert "1 of 3 splits are done already" in second_out
     assert "split 0: started" not in second_out  # done: only read
     log_1 = (workdir / "split_1" / "log.txt").read_text()
-    assert log_1.count("=== ") == 2 and "resuming from" in log_1 and "at step 1" in log_1
+    # the killed launcher's SIGTERM reached the split, which saved the step it was in (1 or 2)
+    assert log_1.count("=== ") == 2 and re.search(r"resuming from .* at step [12]\b", log_1)
     assert (workdir / "split_0" / "log.txt").read_text().count("=== ") == 1
     table = json.loads((workdir / "table.json").read_text())["runs"][""]
     assert table["done"] == [0, 1, 2] and table["selection"] == ["best kadid10k/val SRCC"]
+
+
+def test_sigterm_to_the_launcher_checkpoints_every_running_split_and_exits_75(sequential, launch,
+                                                                              tmp_path_factory):
+    """SLURM's SIGTERM (preemption, time limit) to the launcher: it passes it to the running splits,
+    each saves its step in flight and exits 75, the launcher exits 75 within its grace; the same
+    command then ends with the table of an uninterrupted protocol."""
+    workdir = tmp_path_factory.mktemp("sigterm")
+    first = launch(workdir, "--parallel=2")
+    first_epoch = workdir / "split_1" / "checkpoints" / "latest" / "1"
+    wait_for(lambda: first_epoch.is_dir() or first.poll() is not None, what="split 1's first checkpoint")
+    assert first.poll() is None, first.communicate()[0]
+    sent = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    code, out = finish(first)
+    assert code == EXIT_PREEMPTED and time.monotonic() - sent < protocol.STOP_GRACE_S + 5, (code, out)
+    assert "stopping 2 running split(s)" in out and out.rstrip().splitlines()[-1].startswith("stopped: ")
+    for split in ("split_0", "split_1"):
+        log = (workdir / split / "log.txt").read_text()
+        if not (workdir / split / "results.json").exists():
+            assert re.search(r"stopped: stopped by (a signal after step|SIGTERM)", log), log
+        assert lock.holder(workdir / split) is None
+    code, out = finish(launch(workdir, "--parallel=2"))
+    assert code == 0, out
+    assert (workdir / "table.md").read_text() == (sequential[0] / "table.md").read_text()
 
 
 def test_parallel_2_writes_the_table_of_parallel_1(sequential, launch, tmp_path_factory):
