@@ -137,7 +137,7 @@ def _headline_panel(ax, e: Explanation) -> None:
     ax.text(0.02, 0.44, f"normalized score {e.score_normalized:.3f} (0-1, higher is better)",
             fontsize=9, color="0.35", transform=ax.transAxes)
     if e.stand_in:
-        ax.text(0.02, 0.30, "stand-in text features: the adjectives carry no language", fontsize=9,
+        ax.text(0.02, 0.36, "stand-in text features: the adjectives carry no language", fontsize=9,
                 color="tab:red", weight="bold", transform=ax.transAxes)
     words = ", ".join(f"{a} ({p:.1%})" for a, p in (r[0] for r in e.dimensions.values()))
     ax.text(0.02, 0.06, "most probable per dimension:\n" + _wrap(words, 60), fontsize=9,
