@@ -27,6 +27,12 @@ def model_config() -> ml_collections.ConfigDict:
         pretrained=True,           # ImageNet ResNet50 + CLIP text features; False: random (offline)
         resnet_source="timm/resnet50.a1_in1k",       # hub id, directory or .safetensors file
         clip_source="openai/clip-vit-base-patch32",  # hub id or directory in the hub layout
+        # TOPIQ (models/cfanet.py), the baseline: arch='cfanet' uses full_reference, dim, heads,
+        # ffn_dim, dropout, pos_grid, pretrained and resnet_source above, and these two.
+        arch="bpclip",             # 'bpclip' or 'cfanet' (TOPIQ's CFANet, ResNet50)
+        out_act=False,             # cfanet: softplus on the score (pyiqa's out_act)
+        test_size=0,               # cfanet NR: at test time resize the shorter side to this (pyiqa's
+                                   # test_img_size); 0: native size
     ))
 
 
