@@ -406,15 +406,16 @@ def test_horizontal_only_flips_keep_the_random_stream():
 
 def test_one_topiq_train_step():
     """configs/topiq_kadid_fr.py:tiny trains: one step of MSE + Norm-in-Norm moves every trained
-    parameter, except perhaps the attention key biases (zero at init, and a softmax ignores a shift
-    common to a query's logits: their gradient is zero but for rounding, in pyiqa's model too)."""
+    parameter (the backbone frozen, as the CPU demos train), except perhaps the attention key
+    biases (zero at init, and a softmax ignores a shift common to a query's logits: their gradient
+    is zero but for rounding, in pyiqa's model too)."""
     from bpclip_jax.build import create_model
     from configs import topiq_kadid_fr
 
     config = topiq_kadid_fr.get_config("tiny")
     model = create_model(config.model)
     tx, schedule = train.make_optimizer(config.optim, 10)
-    graphdef, state = train.create_train_state(model, tx)
+    graphdef, state = train.create_train_state(model, tx, freeze_backbone=True)  # half the compile
     rng = np.random.default_rng(19)
     # 64x64: a 2x2 token grid (at 32x32 one token, whose attention weights are 1 whatever q and k)
     batch = {"dist": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),

@@ -60,20 +60,19 @@ def bilinear_aa_matrix(n_in: int, n_out: int) -> np.ndarray:
     widened by the scale when downsampling, taps clipped to the image, weights normalized. Computed
     in float32 with torch's casts (its CPU kernel's arithmetic for float images): the float32 centre
     of output pixel 400 is off by up to 3e-5, which moves its weights by as much."""
-    f32 = np.float32
+    f32, f64 = np.float32, np.float64
     scale = f32(n_in) / f32(n_out)
     support = scale if scale >= 1.0 else f32(1.0)
-    inv = f32(1.0 / np.float64(scale)) if scale >= 1.0 else f32(1.0)
+    inv = f32(1.0 / f64(scale)) if scale >= 1.0 else f32(1.0)
     m = np.zeros((n_out, n_in), np.float32)
     for i in range(n_out):
-        center = f32(np.float64(scale) * (i + 0.5))
-        lo = max(int(np.float64(center - support) + 0.5), 0)
-        hi = min(int(np.float64(center + support) + 0.5), n_in)
-        w = [f32(np.float64(f32(j) - center) + 0.5) * np.float64(inv) for j in range(lo, hi)]
-        w = np.asarray([f32(max(0.0, 1.0 - abs(f32(x)))) for x in w], np.float32)
-        total = f32(0.0)
-        for x in w:
-            total = f32(total + x)
+        center = f32(f64(scale) * (i + 0.5))
+        lo = max(int(f64(center - support) + 0.5), 0)
+        hi = min(int(f64(center + support) + 0.5), n_in)
+        # tap j: (j - center) in float32, then + 0.5 and * inv in double, the triangle in float32
+        x = np.asarray([(f64(f32(j) - center) + 0.5) * f64(inv) for j in range(lo, hi)], np.float32)
+        w = np.where(np.abs(x) < 1, f32(1.0) - np.abs(x), f32(0.0)).astype(np.float32)
+        total = np.cumsum(w, dtype=np.float32)[-1] if w.size else f32(0.0)  # summed in order
         if total != 0:
             m[i, lo:hi] = w / total
     return m
