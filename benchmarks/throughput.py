@@ -3,6 +3,10 @@ on the same device with the same batch and crop when torch and pyiqa are importa
 
     python benchmarks/throughput.py [--mode fr|nr] [--batch 16] [--crop 384] [--dtype bfloat16]
         [--steps 20] [--out throughput.json] [--peer auto|yes|no] [--profile profile.txt]
+        [--model bpclip|cfanet]
+
+`--model cfanet` times our TOPIQ (bpclip_jax.models.cfanet) instead of BPCLIP: the same
+architecture as the peer in both frameworks, so its ratios are like for like.
 
 Prints and writes JSON: steady-state train pairs/s (forward + backward + AdamW, after compilation),
 inference images/s, compile time, peak device memory, XLA's FLOPs per train step and the achieved
@@ -38,6 +42,8 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("mode", "fr", ["fr", "nr"], "full-reference or no-reference model")
+flags.DEFINE_enum("model", "bpclip", ["bpclip", "cfanet"], "our model: BPCLIP, or TOPIQ's CFANet "
+                  "(the peer's architecture: a like-for-like comparison)")
 flags.DEFINE_integer("batch", 16, "global batch")
 flags.DEFINE_integer("crop", 384, "square input size")
 flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "compute dtype (params float32)")
@@ -143,7 +149,7 @@ def profile_jax(fn, steps: int) -> str:
 
 
 def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: int,
-              profile_steps: int = 0) -> dict:
+              profile_steps: int = 0, arch: str = "bpclip") -> dict:
     from bpclip_jax import train
     from bpclip_jax.build import create_model
     from bpclip_jax.evaluate import forward_fn
@@ -152,6 +158,7 @@ def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: 
     config = base.get_config()
     config.model.pretrained = False
     config.model.full_reference = mode == "fr"
+    config.model.arch = arch
     model = create_model(config.model, dtype=dtype)
     tx, schedule = train.make_optimizer(config.optim, 1000)
     graphdef, state = train.create_train_state(model, tx)
@@ -271,8 +278,8 @@ def main(_):
 
         resnet.conv_bn = lambda conv, bn, x: bn(conv(x))
     profile_steps = FLAGS.profile_steps if FLAGS.profile else 0
-    report = {"config": {**args, "fold_bn": FLAGS.fold_bn},
-              "jax": bench_jax(**args, profile_steps=profile_steps),
+    report = {"config": {**args, "model": FLAGS.model, "fold_bn": FLAGS.fold_bn},
+              "jax": bench_jax(**args, profile_steps=profile_steps, arch=FLAGS.model),
               "jax_version": jax.__version__}
     profiles = {"jax": report["jax"].pop("profile")}
     print(json.dumps({"jax": report["jax"]}, indent=1), flush=True)

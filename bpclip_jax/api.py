@@ -37,12 +37,13 @@ CHUNK = 64  # images decoded at a time by score_many: memory stays bounded for l
 
 def _forward_fn(graphdef):
     """A jitted (state, dist, ref) -> (scores [B] in [0,1], probs [B,4,40] or None, token weights
-    [B,4,L]) for one model graph; one compile per input shape (each scorer has its own)."""
+    [B,4,L] or None: a CFANet has neither) for one model graph; one compile per input shape (each
+    scorer has its own)."""
 
     @jax.jit
     def forward(state, dist, ref):
         score, aux = nnx.merge(graphdef, state)(dist, ref)
-        return score, aux.get("probs"), aux["token_weights"]
+        return score, aux.get("probs"), aux.get("token_weights")
 
     return forward
 
@@ -173,6 +174,9 @@ class Scorer:
         """Per quality dimension, the adjectives ranked by probability (averaged over the four
         levels; `Explanation.probability_note()` says what the probabilities are, and whether the
         text features are stand-ins without language), and the weight branch's token maps."""
+        if self.config.model.arch != "bpclip":
+            raise InputError(f"this is a {self.config.model.arch} model (TOPIQ): it has no prompt "
+                             f"probabilities or weight maps to explain a score with")
         if not self.config.model.use_text:
             raise InputError("this model was trained with use_text=False: it has no prompt probabilities")
         d, r = self.prepare(dist, ref, _name(dist, 0))

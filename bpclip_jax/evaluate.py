@@ -131,10 +131,12 @@ def collapse_warning(h: dict[str, float], model_cfg, part: str) -> str | None:
     spread = f"predictions on {part} spread {h['pred_std_ratio']:.2f} of the labels'"
     if "cos_spread" in h:
         spread += f", image-to-prompt cosines {h['cos_spread']:.1e} across images"
-    if model_cfg.use_text and model_cfg.text_head != "cosine":
+    from bpclip_jax.build import uses_text
+
+    if uses_text(model_cfg) and model_cfg.text_head != "cosine":
         cause = (f"the prompt softmax (model.text_head={model_cfg.text_head}) saturates: every image "
                  f"reads the same prompt. Try --config.model.text_head=cosine (Eq. 9 as printed)")
-    elif model_cfg.use_text:
+    elif uses_text(model_cfg):
         cause = ("the image features map to one direction of the text space. Try a lower "
                  "--config.optim.lr, or --config.model.use_text=False to check the rest of the model")
     else:

@@ -12,7 +12,8 @@ from bpclip_jax.text import PROMPTS, dimension_indices
 from data_pipelines.records import SCALES
 
 DATASET_NAMES = {"kadid10k": "KADID-10k", "tid2013": "TID2013", "live": "LIVE", "csiq": "CSIQ",
-                 "koniq10k": "KonIQ-10k", "clive": "CLIVE", "spaq": "SPAQ"}
+                 "koniq10k": "KonIQ-10k", "clive": "CLIVE", "spaq": "SPAQ",
+                 "pyiqa": "pyiqa"}
 
 
 def scale_phrase(dataset: str) -> str:

@@ -89,19 +89,21 @@ def model_card(config, meta: dict) -> str:
     data, model = config.data, config.model
     name = DATASET_NAMES.get(meta["dataset"], meta["dataset"])
     kind = "full-reference (FR)" if meta["full_reference"] else "no-reference (NR)"
+    arch = "TOPIQ" if model.arch == "cfanet" else "BPCLIP"
+    described = (f"TOPIQ's CFANet (ResNet50), Norm-in-Norm weight {config.train.nin_weight:g}"
+                 if model.arch == "cfanet" else
+                 f"branches `{model.branches}`, direction `{model.direction}`, {_text_branch(model)}")
     lines = ["---", "library_name: bpclip_jax", "license: other",
              "tags:", "- image-quality-assessment", "- jax", "- flax", "---", "",
-             f"# BPCLIP-{'FR' if meta['full_reference'] else 'NR'} trained on {name}", "",
-             f"A {kind} image quality model (BPCLIP, JAX/Flax). Its score is on "
+             f"# {arch}-{'FR' if meta['full_reference'] else 'NR'} trained on {name}", "",
+             f"A {kind} image quality model ({arch}, JAX/Flax). Its score is on "
              f"{scale_phrase(meta['dataset'])}.",
              "", "```python", "from bpclip_jax.api import Scorer", "",
              "scorer = Scorer.from_pretrained(\"<this repo id or folder>\")",
              "scorer(\"dist.png\", ref=\"ref.png\")" if meta["full_reference"] else "scorer(\"photo.jpg\")",
              "```", "", "## Training", "",
              f"- Training set: {name} (`{data.dataset}`), split {_split(data)}.",
-             f"- Model: branches `{model.branches}`, direction `{model.direction}`, text prompts "
-             f"{'on' if model.use_text else 'off'}, compute dtype `{config.dtype}`; the full config is "
-             f"`config.json`.",
+             f"- Model: {described}, compute dtype `{config.dtype}`; the full config is `config.json`.",
              f"- Optimizer: AdamW lr {config.optim.lr:g}, weight decay {config.optim.weight_decay:g}, "
              f"{config.optim.epochs} epochs, crop {data.crop}, batch {data.batch_size}.", ""]
     lines += _results_section(meta.get("provenance", {}))
@@ -109,6 +111,13 @@ def model_card(config, meta: dict) -> str:
         f"- The training images and labels ({name}) are under their own terms; see the dataset's page.",
         "- Choose the licence of these weights (`license:` above) within all of these terms.", ""]
     return "\n".join(lines)
+
+
+def _text_branch(model) -> str:
+    if not model.use_text:
+        return "text prompts off"
+    words = "" if model.pretrained else f", stand-in text features `{model.stand_in_text}` without language"
+    return f"text prompts on (`text_head` `{model.text_head}`{words})"
 
 
 def _split(data) -> str:
@@ -140,8 +149,11 @@ def _licence_lines(model) -> list[str]:
     if not model.pretrained:
         return ["- No third-party weights: the backbone started from random weights and the 40 text "
                 "features are random stand-ins for CLIP's (an offline demonstration model)."]
-    return [f"- Backbone initialised from `{model.resnet_source}`: "
-            f"{LICENCES.get(model.resnet_source, 'see its own licence')}.",
+    backbone = [f"- Backbone initialised from `{model.resnet_source}`: "
+                f"{LICENCES.get(model.resnet_source, 'see its own licence')}."]
+    if model.arch == "cfanet":  # TOPIQ has no text branch
+        return backbone
+    return backbone + [
             f"- Text features computed by the CLIP text tower of `{model.clip_source}`: "
             f"{LICENCES.get(model.clip_source, 'see its own licence')}."]
 
@@ -213,7 +225,10 @@ def load_exported(directory: Path):
     if meta.get("format") != EXPORT_FORMAT:
         raise ExportError(f"{directory}/meta.json: format {meta.get('format')}, expected {EXPORT_FORMAT}")
     config = run_config.read(directory / "config.json")
-    model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=True)
+    # Shapes only (not a random init of 35-45 M values that would be overwritten): the strict
+    # assignment below sets every variable.
+    model = nnx.eval_shape(lambda: create_model(config.model, dtype=config.dtype, seed=config.seed,
+                                                restoring=True))
     assign_strict(model, load_file(directory / "model.safetensors"),
                   key_of=lambda p: "/".join(str(k) for k in p), what=f"{directory}/model.safetensors")
     return model, config, meta

@@ -396,9 +396,9 @@ def select_inputs(cfg) -> tuple[list[Path], list[Path | None] | None, str]:
 
 
 def predict_command(cfg, workdir) -> None:
-    """`main.py --mode predict`: scores cfg.inputs with the workdir's model into the CSV."""
+    """`main.py --mode predict`: scores cfg.inputs with the workdir's model (a training run or an
+    exported model's folder) into the CSV."""
     from bpclip_jax import run_config
-    from bpclip_jax.api import Scorer
 
     if not cfg.inputs:
         raise UserError("--mode predict needs --config.predict.inputs=DIR_OR_GLOB")
@@ -411,8 +411,7 @@ def predict_command(cfg, workdir) -> None:
     PredictionsFile.check(output, overwrite=cfg.overwrite, resume=cfg.resume)
     # The model before the CSV is opened: a checkpoint that cannot be read must not cost an
     # existing CSV its rows.
-    scorer = (Scorer.from_workdir(workdir, size_step=sizes.size_step, short_side=sizes.short_side)
-              if by_size(jobs) else None)
+    scorer = _load_scorer(workdir, sizes) if by_size(jobs) else None
     sink = PredictionsFile(output, overwrite=cfg.overwrite, resume=cfg.resume)
     try:
         _announce(jobs, sink, sizes, note)
@@ -432,6 +431,20 @@ def predict_command(cfg, workdir) -> None:
     finally:
         sink.close()
     _report(rows, todo, len(sink.done), output, scorer)
+
+
+def _load_scorer(workdir, sizes: SizePolicy) -> Scorer:
+    """The model of a training run's workdir (its selected checkpoint) or of an exported model's
+    folder (written by --mode export or bpclip_jax.convert: config.json, meta.json and
+    model.safetensors, no checkpoints)."""
+    from bpclip_jax.api import Scorer
+    from bpclip_jax.hub import FILES
+
+    kwargs = dict(size_step=sizes.size_step, short_side=sizes.short_side)
+    folder = Path(workdir)
+    if all((folder / name).is_file() for name in FILES) and not (folder / "checkpoints").exists():
+        return Scorer.from_pretrained(folder, **kwargs)
+    return Scorer.from_workdir(workdir, **kwargs)
 
 
 def _announce(jobs: list[Job], sink: PredictionsFile, sizes: SizePolicy, note: str) -> None:
@@ -467,8 +480,9 @@ def _report(rows: list[dict], todo: list[Job], already: int, output: Path, score
     failed = [r for r in rows if r["error"]]
     scored = len(rows) - len(failed)
     progress.say(format_table(rows))
-    model = scorer.config.model
-    if model.use_text and not model.pretrained:
+    from bpclip_jax.build import uses_text
+
+    if uses_text(scorer.config.model) and not scorer.config.model.pretrained:
         from bpclip_jax.explain import STAND_IN_NOTE
 
         progress.say(f"note: the adjective columns: {STAND_IN_NOTE}")

@@ -110,8 +110,20 @@ def _finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable, seed: int):
-    """The pure step: (state, batch) -> (state, metrics). MSE on the normalized scores. The
+def norm_in_norm(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """The Norm-in-Norm loss (Li et al., ACM MM 2020; p=1, q=2), as pyiqa's NiNLoss that TOPIQ's
+    recipe adds to MSE: the L1 distance of the centred, L2-normalized predictions and labels over
+    the batch, divided by 2 sqrt(B). A batch of one: the L1 loss. pred, target: [B]."""
+    if pred.shape[0] == 1:
+        return jnp.mean(jnp.abs(pred - target))
+    unit = lambda v: (v - v.mean()) / jnp.maximum(jnp.linalg.norm(v - v.mean()), 1e-12)  # noqa: E731
+    return jnp.sum(jnp.abs(unit(pred) - unit(target))) / (2.0 * jnp.sqrt(pred.shape[0]))
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable, seed: int,
+                    nin_weight: float = 0.0):
+    """The pure step: (state, batch) -> (state, metrics). MSE on the normalized scores, plus
+    `nin_weight` x the Norm-in-Norm loss (TOPIQ's recipe; 0 for BPCLIP, whose loss is Eq. 10). The
     metrics include `finite`: whether the updated parameters and optimizer state are all finite
     (one reduction on the device, read at the next log step)."""
     base_key = jax.random.key(seed)
@@ -123,7 +135,8 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callab
             model = nnx.merge(graphdef, params, state.frozen)
             score, _ = model(images(batch, "dist"), images(batch, "ref"), train=True,
                              rngs=nnx.Rngs(dropout=key))
-            return jnp.mean(jnp.square(score - batch["score"]))
+            loss = jnp.mean(jnp.square(score - batch["score"]))
+            return loss + nin_weight * norm_in_norm(score, batch["score"]) if nin_weight else loss
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -211,7 +224,8 @@ def train_stream(config, train_records, process: tuple[int, int], start_step: in
     every global batch (data_pipelines.pipeline.train_dataset)."""
     return pipeline.train_dataset(train_records, batch_size=config.data.batch_size,
                                   crop=config.data.crop, seed=data_seed(config),
-                                  flips=config.data.flips, process=process, start_step=start_step)
+                                  flips=config.data.flips, process=process, start_step=start_step,
+                                  vertical_flips=config.data.vertical_flips)
 
 
 def _check_batch(config) -> None:
@@ -263,7 +277,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
     dataset = train_stream(config, train_records, (jax.process_index(), jax.process_count()), start)
     iterator = pipeline.loader(dataset, threads=config.data.threads, workers=config.data.workers,
                                prefetch=config.data.prefetch)
-    step_fn = compile_step(make_train_step(graphdef, tx, schedule, config.seed), mesh)
+    step_fn = compile_step(make_train_step(graphdef, tx, schedule, config.seed, config.train.nin_weight),
+                           mesh)
     return Run(config, workdir, parts, graphdef, state, spe, iterator, step_fn, mesh, ckpt, writer,
                record)
 

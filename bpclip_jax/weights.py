@@ -3,7 +3,7 @@
 Every loader is strict: each target variable must find its source key with the right shape, and
 each source key must be used (or be one of the documented ignored keys); otherwise one
 `WeightLoadError` lists everything missing, unexpected and mismatched. All layout transposes
-(torch OIHW -> HWIO convolutions, [out,in] -> [in,out] linears) live in `_torch_tensor`.
+(torch OIHW -> HWIO convolutions, [out,in] -> [in,out] linears) live in `torch_layout`.
 """
 
 from __future__ import annotations
@@ -34,14 +34,17 @@ class WeightLoadError(ValueError):
 VarPath = tuple  # a variable's path in an nnx state, e.g. ('layer1', 0, 'conv1', 'kernel')
 
 
-def _torch_name(path: VarPath) -> str:
+# Our variables' leaf names -> torch's (the others, e.g. 'bias', are the same).
+TORCH_LEAF = {"kernel": "weight", "scale": "weight", "embedding": "weight",
+              "mean": "running_mean", "var": "running_var"}
+
+
+def torch_name(path: VarPath) -> str:
     """Our variable path -> the torch state-dict key: the same dotted path, torch's leaf names."""
-    leaf = {"kernel": "weight", "scale": "weight", "embedding": "weight",
-            "mean": "running_mean", "var": "running_var"}.get(path[-1], path[-1])
-    return ".".join(str(p) for p in path[:-1]) + "." + leaf
+    return ".".join(str(p) for p in path[:-1]) + "." + TORCH_LEAF.get(path[-1], path[-1])
 
 
-def _torch_tensor(path: VarPath, value: np.ndarray) -> np.ndarray:
+def torch_layout(path: VarPath, value: np.ndarray) -> np.ndarray:
     """A torch tensor in our layout: conv OIHW -> HWIO, linear [out,in] -> [in,out]."""
     if path[-1] == "kernel" and value.ndim == 4:
         return value.transpose(2, 3, 1, 0)
@@ -98,7 +101,7 @@ def resnet50_from_state_dict(state: Mapping[str, np.ndarray], *, dtype=None) -> 
     state = {k: np.asarray(v) for k, v in state.items()}
     model = ResNet50(rngs=nnx.Rngs(0), **({"dtype": dtype} if dtype is not None else {}))
     return assign_strict(
-        model, state, key_of=_torch_name, convert=_torch_tensor,
+        model, state, key_of=torch_name, convert=torch_layout,
         ignore=lambda k: k.startswith("fc.") or _is_counter(k), what="ResNet50 weights")
 
 
@@ -150,8 +153,8 @@ def _clip_ignored(key: str) -> bool:
 def clip_text_from_state_dict(state: Mapping[str, np.ndarray], cfg: CLIPTextConfig) -> CLIPTextModel:
     """Text tower from a PyTorch CLIPModel state dict (`text_model.*`, `text_projection.weight`)."""
     state = {k: np.asarray(v) for k, v in state.items()}
-    return assign_strict(CLIPTextModel(cfg, rngs=nnx.Rngs(0)), state, key_of=_torch_name,
-                         convert=_torch_tensor, ignore=_clip_ignored, what="CLIP text weights")
+    return assign_strict(CLIPTextModel(cfg, rngs=nnx.Rngs(0)), state, key_of=torch_name,
+                         convert=torch_layout, ignore=_clip_ignored, what="CLIP text weights")
 
 
 def clip_text_from_flax(params: Mapping, cfg: CLIPTextConfig) -> CLIPTextModel:

@@ -33,6 +33,12 @@ def model_config() -> ml_collections.ConfigDict:
                                    # of prompts at cosine C)
         resnet_source="timm/resnet50.a1_in1k",       # hub id, directory or .safetensors file
         clip_source="openai/clip-vit-base-patch32",  # hub id or directory in the hub layout
+        # TOPIQ (models/cfanet.py), the baseline: arch='cfanet' uses full_reference, dim, heads,
+        # ffn_dim, dropout, pos_grid, pretrained and resnet_source above, and these two.
+        arch="bpclip",             # 'bpclip' or 'cfanet' (TOPIQ's CFANet, ResNet50)
+        out_act=False,             # cfanet: softplus on the score (pyiqa's out_act)
+        test_size=0,               # cfanet NR: at test time resize the shorter side to this (pyiqa's
+                                   # test_img_size); 0: native size
     ))
 
 
@@ -60,6 +66,7 @@ def data_config() -> ml_collections.ConfigDict:
         cross=ml_collections.ConfigDict(),  # whole other sets tested too: {name: root}
         crop=384,                  # training crop (images smaller than it are mirror-padded)
         flips=True,                # random horizontal and vertical flips
+        vertical_flips=True,       # with flips: vertical ones too (TOPIQ's recipe: horizontal only)
         batch_size=16,             # global batch (split over devices and processes)
         eval_batch_size=1,         # whole images, batched by shape (TOPIQ: 1); rounded up to a
                                    # multiple of the device count (split over the devices)
@@ -96,6 +103,17 @@ def random_nr_split(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     return config
 
 
+def topiq(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """TOPIQ (CFANet, ResNet50; Table II's baseline) in place of BPCLIP, trained with TOPIQ's recipe:
+    what BPCLIP's configs already take from it (AdamW, lr, cosine, epochs, batch, crop), plus what
+    pyiqa's train_TOPIQ_res50_koniq.yml adds, the Norm-in-Norm loss beside MSE and horizontal flips
+    only. Splits and checkpoint selection stay those of the config it modifies."""
+    config.model.arch = "cfanet"
+    config.train.nin_weight = 1.0
+    config.data.vertical_flips = False
+    return config
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0                # model init and dropout; the data order follows data.split_seed too
@@ -119,6 +137,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         stop_at_step=0,            # stop (after a checkpoint) at this step; 0: run all epochs
         calibrate_bn=True,         # random backbone only: BatchNorm statistics from the first batch
         freeze_backbone=False,     # train everything but the ResNet50 (the CPU demos: 2-3x faster)
+        nin_weight=0.0,            # + this x the Norm-in-Norm loss (TOPIQ's recipe: 1; BPCLIP: MSE)
     ))
     config.predict = ml_collections.ConfigDict(dict(
         inputs="",                 # --mode predict: a directory, a glob or one image file

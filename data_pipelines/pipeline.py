@@ -45,18 +45,22 @@ def load_pair(record: Record) -> tuple[np.ndarray, np.ndarray | None]:
     return dist, ref
 
 
-def random_window(height: int, width: int, size: int, rng: np.random.Generator, flips: bool):
-    """(top, left, vertical flip, horizontal flip) of a random size x size crop."""
+def random_window(height: int, width: int, size: int, rng: np.random.Generator, flips: bool,
+                  vertical: bool = True):
+    """(top, left, vertical flip, horizontal flip) of a random size x size crop. vertical=False
+    (TOPIQ's recipe: horizontal flips only) draws the same numbers and never flips vertically."""
     top = int(rng.integers(0, max(height - size, 0) + 1))
     left = int(rng.integers(0, max(width - size, 0) + 1))
-    return top, left, bool(flips and rng.random() < 0.5), bool(flips and rng.random() < 0.5)
+    flip_v, flip_h = bool(flips and rng.random() < 0.5), bool(flips and rng.random() < 0.5)
+    return top, left, flip_v and vertical, flip_h
 
 
 def _flip(x: np.ndarray, vertical: bool, horizontal: bool) -> np.ndarray:
     return x[::-1 if vertical else 1, ::-1 if horizontal else 1]  # a view: batching copies once
 
 
-def load_crop(record: Record, size: int, rng: np.random.Generator, flips: bool = True):
+def load_crop(record: Record, size: int, rng: np.random.Generator, flips: bool = True,
+              vertical: bool = True):
     """A random size x size crop at the SAME position in the distorted and reference images, then
     the same random vertical and horizontal flips on both. The distorted image is cropped before it
     is converted to numpy; images smaller than the crop are padded first (pad_to)."""
@@ -64,7 +68,7 @@ def load_crop(record: Record, size: int, rng: np.random.Generator, flips: bool =
     ref = None if record.ref is None else read_reference(record.ref)
     if ref is not None:
         _check_sizes(record, (height, width), ref.shape[:2])
-    top, left, vertical, horizontal = random_window(height, width, size, rng, flips)
+    top, left, vertical, horizontal = random_window(height, width, size, rng, flips, vertical)
     if height >= size and width >= size:
         dist = read_rgb(record.dist, (left, top, left + size, top + size))
     else:
@@ -81,9 +85,10 @@ class TrainTransform(grain.transforms.RandomMap):
 
     crop: int
     flips: bool = True
+    vertical_flips: bool = True
 
     def random_map(self, record: Record, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        dist, ref = load_crop(record, self.crop, rng, self.flips)
+        dist, ref = load_crop(record, self.crop, rng, self.flips, self.vertical_flips)
         example = {"dist": dist, "score": np.float32(record.score)}
         if ref is not None:
             example["ref"] = ref
@@ -113,7 +118,7 @@ class ProcessSlice(grain.MapDataset):
 
 def train_dataset(records: Sequence[Record], *, batch_size: int, crop: int, seed: int,
                   flips: bool = True, process: tuple[int, int] = (0, 1),
-                  start_step: int = 0) -> grain.MapDataset:
+                  start_step: int = 0, vertical_flips: bool = True) -> grain.MapDataset:
     """An endless stream of training batches: reshuffled every epoch, with new crops every epoch.
 
     batch_size is the GLOBAL batch; process=(index, count) yields this process's rows of each
@@ -127,7 +132,8 @@ def train_dataset(records: Sequence[Record], *, batch_size: int, crop: int, seed
     ds = grain.MapDataset.source(list(records))
     if len(ds) < batch_size:
         raise ValueError(f"{len(ds)} training records cannot fill one batch of {batch_size}")
-    ds = ds.shuffle(seed=seed).repeat(None).random_map(TrainTransform(crop, flips), seed=seed + 1)
+    ds = ds.shuffle(seed=seed).repeat(None).random_map(TrainTransform(crop, flips, vertical_flips),
+                                                      seed=seed + 1)
     ds = ds[start_step * batch_size:]
     index, count = process
     return ProcessSlice(ds, batch_size, index, count).batch(batch_size // count, drop_remainder=True)

@@ -56,6 +56,7 @@ SCALES: dict[str, tuple[float, float, bool]] = {
     "koniq10k": (1.0, 5.0, True),
     "clive": (0.0, 100.0, True),
     "spaq": (0.0, 100.0, True),
+    "pyiqa": (0.0, 1.0, True),        # not a set: pyiqa's own score (~0..1) of a converted metric
 }
 TITLES = {"kadid10k": "KADID-10k", "tid2013": "TID2013", "live": "LIVE", "csiq": "CSIQ",
           "koniq10k": "KonIQ-10k", "clive": "CLIVE", "spaq": "SPAQ"}

@@ -43,3 +43,11 @@ def test_bf16_drift_scores_a_run_in_both_dtypes_and_writes_nothing(trained, caps
     assert f32.pred.shape == bf16.pred.shape == (4,)
     assert 0 < abs(f32.pred - bf16.pred).max() < 0.05  # bf16 differs, slightly
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
+def test_like_for_like_row_times_our_cfanet_and_pyiqas():
+    """--model cfanet: our TOPIQ against pyiqa's CFANet, one step each on a tiny input."""
+    ours = throughput.bench_jax("fr", batch=2, crop=32, dtype="float32", steps=1, warmup=0, arch="cfanet")
+    peer = throughput.bench_peer("fr", batch=2, crop=32, dtype="float32", steps=1, warmup=0)
+    assert ours["train_pairs_per_s"] > 0 and peer["train_pairs_per_s"] > 0
+    assert ours["infer_images_per_s"] > 0 and peer["infer_images_per_s"] > 0

@@ -14,7 +14,8 @@ CONFIGS = sorted(p.stem for p in (Path(__file__).parent.parent / "configs").glob
 
 def test_every_experiment_of_the_issue_exists():
     assert set(CONFIGS) == {"kadid_fr", "live_fr", "csiq_fr", "tid2013_fr", "kadid_cross", "koniq_nr",
-                            "koniq_official_nr", "clive_nr", "spaq_nr", "demo_fr", "demo_nr"}
+                            "koniq_official_nr", "clive_nr", "spaq_nr", "demo_fr", "demo_nr",
+                            "topiq_kadid_fr", "topiq_koniq_nr"}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
