@@ -6,6 +6,12 @@ TID2013. The checkpoint is selected on 10% of KADID's references held out of tra
         --config.data.root=data/kadid10k --config.data.cross.live=data/live \
         --config.data.cross.csiq=data/csiq --config.data.cross.tid2013=data/tid2013
 
+Text head: Eq. 9 as printed, the regression on the 4 x 40 image-to-prompt cosines
+(`model.text_head='cosine'`, configs/base.py's default). Fig. 1's reading, a softmax of the cosines
+at CLIP's logit scale 100, is `--config.model.text_head=softmax`; in docs/design.md's study it
+collapsed on CLIP-like text features (every test prediction one value, test SRCC 0.46) where the
+cosines trained (0.87).
+
 Paper (PLCC / SRCC): LIVE .961 / .975, CSIQ .965 / .970, TID2013 .922 / .918.
 """
 
