@@ -338,7 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             total = config.optim.epochs * run.steps_per_epoch
             stop = min(total, config.train.stop_at_step or total)
             start = int(run.state.step)
-            if start < stop:
+            if start < stop or _validation_missing(run, start):
                 _train_loop(run, start, stop, signals, started)
             started.set()
             if stop < total:
@@ -391,7 +391,7 @@ def _train_loop(run: Run, start: int, stop: int, signals: preempt.Signals | None
     bar = progress.bar(stop, "train", "step", initial=start)
     ticker = progress.Ticker()
     step_fn = run.step_fn
-    if start % spe == 0 and start and _validation_missing(run, start):
+    if _validation_missing(run, start):
         _end_of_epoch_or_stop(run, start, signals)  # preempted in its validation: redo it
     for step in range(start, stop):
         batch = to_global(next(run.iterator), run.mesh)
@@ -444,10 +444,12 @@ def _save_with_pending(run: Run, step: int, pending: list) -> None:
 
 
 def _validation_missing(run: Run, step: int) -> bool:
-    """Whether the epoch that ends at `step` should have validated but its record has no row:
-    the run was preempted in that validation, after the step's checkpoint."""
-    config = run.config
-    due = config.data.select_part and (step // run.steps_per_epoch) % config.train.eval_every == 0
+    """Whether `step` ends an epoch that should have validated but its record has no row: the run
+    was preempted in that validation, or at that step before it (the run's last step included:
+    its rerun has no step left to train, only that validation before the test)."""
+    config, spe = run.config, run.steps_per_epoch
+    due = (config.data.select_part and step and step % spe == 0
+           and (step // spe) % config.train.eval_every == 0)
     return bool(due) and all(h["step"] != step for h in run.record["history"])
 
 

@@ -73,6 +73,25 @@ def test_sigterm_in_a_step_in_validation_and_in_a_checkpoint_write_loses_no_step
     assert not list((tmp_path / "checkpoints/latest").glob("*tmp*"))
 
 
+def test_sigterm_in_the_last_step_and_in_the_test_loses_nothing(unstopped, kadid_root, tmp_path):
+    """SIGTERM during the run's last step (an epoch end, before its validation), then during the
+    final test: the first rerun has no step left to train but must still validate step 6 before
+    selecting, the second redoes the test; both end with the unstopped run's results."""
+    out = _drive(tmp_path, kadid_root, "term@step:6")
+    assert out.returncode == EXIT_PREEMPTED, out.stderr[-3000:]
+    assert "latest/6 holds" in out.stderr.strip().splitlines()[-1], out.stderr[-2000:]
+    out = _drive(tmp_path, kadid_root, "term@test")
+    assert out.returncode == EXIT_PREEMPTED, out.stderr[-3000:]
+    assert "step 6 (epoch 2): val SRCC" in out.stdout + out.stderr  # the validation it had missed
+    assert not (tmp_path / "results.json").exists()
+    out = _drive(tmp_path, kadid_root, "none")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert same_results(json.loads((tmp_path / "results.json").read_text()),
+                        json.loads((unstopped / "results.json").read_text()))
+    assert json.loads((tmp_path / "checkpoints/best.json").read_text()) == \
+        json.loads((unstopped / "checkpoints/best.json").read_text())
+
+
 def test_a_second_signal_stops_at_once():
     from bpclip_jax.preempt import Preempted, Signals
 

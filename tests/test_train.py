@@ -49,8 +49,14 @@ def test_results_equal_the_metrics_of_the_saved_predictions(trained):
     pred = np.asarray([float(r["prediction"]) for r in rows])
     np.testing.assert_allclose(pred, to_mos(np.asarray([float(r["predicted_score"]) for r in rows]),
                                             "kadid10k"), rtol=1e-5)
-    expected = metrics.all_metrics(pred, mos)
-    for key, value in results["kadid10k/test"].items():
+    # the health (evaluate.health): the spread ratio is scale-free, so the MOS scale gives it too;
+    # the cosines' spread is not in the CSV: present, finite and positive (the text branch is on)
+    expected = {**metrics.all_metrics(pred, mos), "pred_std_ratio": np.std(pred) / np.std(mos)}
+    got = dict(results["kadid10k/test"])
+    cos_spread = got.pop("cos_spread")
+    assert np.isfinite(cos_spread) and cos_spread > 0
+    assert got.keys() == expected.keys()
+    for key, value in got.items():
         assert value == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
 
 
