@@ -17,8 +17,9 @@ import dataclasses
 
 import numpy as np
 from absl import app, flags
+from flax import nnx
 
-from bpclip_jax import data, evaluate, run_config, train
+from bpclip_jax import data, evaluate, run_config, trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a trained run's workdir", required=True)
@@ -33,7 +34,8 @@ class Scored:
 def score(workdir: str, dtype: str) -> dict[str, Scored]:
     config = run_config.read(workdir)
     config.dtype = dtype
-    graphdef, params, frozen, _, _, config = train.load_trained(workdir, config)
+    loaded = trained.load(workdir, config)
+    graphdef, params, frozen = nnx.split(loaded.model, nnx.Param, ...)
     parts = data.load_parts(config.data)
     out = {}
     for part in config.data.test_parts:

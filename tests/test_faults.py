@@ -179,13 +179,13 @@ def test_the_selected_step_is_read_from_latest_when_best_is_damaged_else_refused
             ckpt.save_best(2, {"params": _tree(2)["params"]}, best)
         ckpt.save_latest(step, _tree(step), {"history": [], "best": best if step == 2 else None})
     _flip(_largest_data_file(tmp_path / "checkpoints/best/2"))
-    step, params, how = ckpt.restore_selected({"params": _tree(0)["params"]}, _tree(0))
+    step, params, how = ckpt.restore_selected({"params": _tree(0)["params"]})
     assert (step, how) == (2, "best")
     np.testing.assert_array_equal(params["w"], _tree(2)["params"]["w"])
     ckpt.save_latest(3, _tree(3), {"history": [], "best": best})
     ckpt.save_latest(4, _tree(4), {"history": [], "best": best})  # latest/2 is gone now
     with pytest.raises(checkpoint.CheckpointError, match="selected checkpoint .*best/2 is unusable"):
-        ckpt.restore_selected({"params": _tree(0)["params"]}, _tree(0))
+        ckpt.restore_selected({"params": _tree(0)["params"]})
     ckpt.close()
 
 
@@ -251,7 +251,7 @@ def test_a_best_step_saved_without_its_record_is_not_selected(tmp_path):
     ckpt.save_best(1, {"params": _tree(1)["params"]}, first)
     ckpt.save_latest(1, _tree(1), {"history": [], "best": first})
     ckpt.save_best(2, {"params": _tree(2)["params"]}, {"step": 2, "srcc": 0.9, "plcc": 0.9})
-    step, params, _ = ckpt.restore_selected({"params": _tree(0)["params"]}, _tree(0))
+    step, params, _ = ckpt.restore_selected({"params": _tree(0)["params"]})
     assert step == 1
     np.testing.assert_array_equal(params["w"], _tree(1)["params"]["w"])
     ckpt.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import ml_collections
 import pytest
 
-from bpclip_jax import hub
+from bpclip_jax import api, hub
 from bpclip_jax.api import Scorer
 from bpclip_jax.build import create_model
 from configs import base
@@ -166,7 +166,7 @@ def test_export_writes_a_model_card_from_the_runs_results(tmp_path):
                                  "rmse": 0.4321, "n": 4}}
     (workdir / "results.json").write_text(json.dumps(results))
     cfg = ml_collections.ConfigDict({"path": str(tmp_path / "export")})
-    hub.export_command(cfg, workdir)
+    api.export_command(cfg, workdir)
     card = (tmp_path / "export" / "README.md").read_text()
     for expected in ("# BPCLIP-FR trained on KADID-10k",
                      "Its score is on KADID-10k's 1-5 scale, higher is better.",
@@ -193,4 +193,4 @@ def test_export_of_a_workdir_without_config_json_is_one_clear_error(tmp_path):
     from bpclip_jax.errors import UserError
 
     with pytest.raises(UserError, match="holds no config.json"):
-        hub.export_command(ml_collections.ConfigDict({"path": str(tmp_path / "out")}), tmp_path)
+        api.export_command(ml_collections.ConfigDict({"path": str(tmp_path / "out")}), tmp_path)

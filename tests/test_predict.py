@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bpclip_jax import predict
+from bpclip_jax import api, predict
 from bpclip_jax.api import Scorer
 from bpclip_jax.errors import UserError
 from bpclip_jax.inputs import SizePolicy
@@ -143,14 +143,14 @@ def test_rows_survive_an_interrupt_and_resume_scores_only_the_rest(nr_workdir, t
 
     monkeypatch.setattr(Scorer, "run", interrupted_on_the_third)
     with pytest.raises(KeyboardInterrupt):
-        predict.predict_command(predict_cfg(images, output=str(output), batch_size=1), nr_workdir)
+        api.predict_command(predict_cfg(images, output=str(output), batch_size=1), nr_workdir)
     assert [Path(r["file"]).name for r in read_rows(output)] == ["im0.png", "im1.png"]  # flushed rows
 
     with pytest.raises(UserError, match="resume=True scores only the images it lacks"):
-        predict.predict_command(predict_cfg(images, output=str(output)), nr_workdir)
+        api.predict_command(predict_cfg(images, output=str(output)), nr_workdir)
     monkeypatch.setattr(Scorer, "run", lambda self, pairs: calls.append(len(pairs)) or run(self, pairs))
     calls.clear()
-    predict.predict_command(predict_cfg(images, output=str(output), resume=True), nr_workdir)
+    api.predict_command(predict_cfg(images, output=str(output), resume=True), nr_workdir)
     rows = read_rows(output)
     assert [Path(r["file"]).name for r in rows] == ["im0.png", "im1.png", "im2.png"] and calls == [1]
     assert all(r["error"] == "" and np.isfinite(float(r["score"])) for r in rows)
@@ -160,7 +160,7 @@ def test_rows_survive_an_interrupt_and_resume_scores_only_the_rest(nr_workdir, t
 
     monkeypatch.setattr(Scorer, "run", bug)  # a bug is no image's fault: it propagates, traceback kept
     with pytest.raises(RuntimeError, match="a bug in the model code"):
-        predict.predict_command(predict_cfg(images, output=str(tmp_path / "other.csv")), nr_workdir)
+        api.predict_command(predict_cfg(images, output=str(tmp_path / "other.csv")), nr_workdir)
 
 
 def test_resume_keeps_scored_rows_and_drops_failed_and_cut_ones(tmp_path):
