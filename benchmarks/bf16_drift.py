@@ -1,17 +1,12 @@
 """How far bfloat16 compute moves a trained run's test metrics from float32.
 
-    python benchmarks/bf16_drift.py --workdir runs/demo
+    python -m benchmarks.bf16_drift --workdir runs/demo
 
 Loads the run's selected checkpoint twice, its model built from the run's config.json with
 dtype float32 and with bfloat16 (float32 parameters either way), scores each test part of the run
 with both and prints, per part, the metrics of each and the largest score difference on the
 [0, 1] scale. Writes nothing in the workdir.
 """
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
 
 import dataclasses
 

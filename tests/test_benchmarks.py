@@ -1,11 +1,6 @@
 """Smoke test: the throughput benchmark runs two steps on a tiny input and reports sane figures."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-
-import throughput  # noqa: E402
+from benchmarks import throughput
 
 
 def test_throughput_benchmark_runs_two_steps():
@@ -33,7 +28,7 @@ def test_profile_summary_reports_time_per_step():
 
 
 def test_bf16_drift_scores_a_run_in_both_dtypes_and_writes_nothing(trained, capsys):
-    import bf16_drift
+    from benchmarks import bf16_drift
 
     workdir, results = trained
     before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
