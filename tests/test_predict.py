@@ -22,16 +22,9 @@ ROOT = Path(__file__).parent.parent
 
 
 def main_py(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """main.py in a subprocess that shares this session's compilation cache (tests/conftest.py)."""
-    import os
-
-    import jax
-
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    """main.py in a subprocess (it inherits the session's compilation cache: tests/conftest.py)."""
     return subprocess.run([sys.executable, "main.py", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, env=env)
+                          timeout=timeout)
 
 
 def error_line(out: subprocess.CompletedProcess) -> str:

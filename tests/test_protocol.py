@@ -192,12 +192,10 @@ def test_progress_is_read_from_metrics_jsonl_as_it_grows_and_after_a_rewrite(tmp
 @pytest.fixture(scope="module")
 def launch(tmp_path_factory):
     """launch(workdir, *flags) -> the protocol's process on the tiny config (2 one-step epochs) over
-    3 splits of a 10-reference KADID fixture; its children share one XLA compilation cache."""
+    3 splits of a 10-reference KADID fixture; its children share the session's XLA compilation
+    cache (tests/conftest.py)."""
     root = data_fixtures.kadid(tmp_path_factory.mktemp("kadid"), refs=10, per_ref=4)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1",
-           "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
 
     def launch(workdir: Path, *more: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "bpclip_jax.protocol", "--config=configs/kadid_fr.py:tiny",
