@@ -58,6 +58,7 @@ def _nr_scorer(seed: int) -> Scorer:
     return Scorer(create_model(config.model, seed=seed), config, dataset="koniq10k")
 
 
+@pytest.mark.slow
 def test_from_pretrained_fetches_a_pinned_revision_and_works_offline_from_the_cache(tmp_path):
     first, second = _nr_scorer(1).export(tmp_path / "v1"), _nr_scorer(2).export(tmp_path / "v2")
     (tmp_path / "partial").mkdir()
@@ -85,6 +86,7 @@ def test_from_pretrained_fetches_a_pinned_revision_and_works_offline_from_the_ca
     assert offline["cached"] == {"source": f"lab/bpclip-koniq@{pinned}", "same_weights": True}
 
 
+@pytest.mark.slow
 def test_export_writes_a_model_card_from_the_runs_results(tmp_path):
     workdir = tmp_path / "run"
     untrained_workdir(workdir, full_reference=True)

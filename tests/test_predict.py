@@ -55,6 +55,7 @@ def nr_workdir(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_mistakes_are_refused_in_one_line_before_the_model_loads(tmp_path):
     """Each of these needs only config.json: the refusal comes before any checkpoint is read."""
     fr, images = tmp_path / "fr_run", tmp_path / "images"
@@ -99,6 +100,7 @@ def test_mistakes_are_refused_in_one_line_before_the_model_loads(tmp_path):
     assert "holds no config.json" in error_line(outs["no config.json"])
 
 
+@pytest.mark.slow
 def test_a_huge_image_fails_its_row_and_the_others_are_written(nr_workdir, tmp_path):
     """A 225-megapixel PNG (PIL's DecompressionBombError) used to end the run with rc 1 and no CSV."""
     images = tmp_path / "images"
@@ -120,6 +122,7 @@ def test_a_huge_image_fails_its_row_and_the_others_are_written(nr_workdir, tmp_p
     assert "2 scored, 1 failed" in out.stdout
 
 
+@pytest.mark.slow
 def test_rows_survive_an_interrupt_and_resume_scores_only_the_rest(nr_workdir, tmp_path, monkeypatch):
     images = tmp_path / "images"
     for i in range(3):

@@ -239,6 +239,7 @@ def sequential(launch, tmp_path_factory):
     return workdir, first_out, second_out
 
 
+@pytest.mark.slow
 def test_a_killed_launcher_leaves_no_split_running_and_resumes(sequential):
     workdir, first_out, second_out = sequential
     assert "split 1: started" in first_out and "split 2" not in first_out
@@ -251,6 +252,7 @@ def test_a_killed_launcher_leaves_no_split_running_and_resumes(sequential):
     assert table["done"] == [0, 1, 2] and table["selection"] == ["best kadid10k/val SRCC"]
 
 
+@pytest.mark.slow
 def test_parallel_2_writes_the_table_of_parallel_1(sequential, launch, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("parallel_2")
     code, out = finish(launch(workdir, "--parallel=2"))
@@ -262,6 +264,7 @@ def test_parallel_2_writes_the_table_of_parallel_1(sequential, launch, tmp_path_
     assert table in out  # printed too
 
 
+@pytest.mark.slow
 def test_a_failing_split_is_retried_once_reported_and_missing_from_the_table(sequential, launch,
                                                                               tmp_path_factory):
     workdir = tmp_path_factory.mktemp("failing")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from flax import nnx
 
 from bpclip_jax import checkpoint, trained
@@ -55,6 +56,7 @@ def test_imports_point_down():
     assert "trained" in graph["train"] and "trained" in graph["api"]
 
 
+@pytest.mark.slow
 def test_a_reader_restores_the_parameters_alone_and_reads_no_optimizer_state(tmp_path, monkeypatch):
     """The workdir's only checkpoint is a latest step (parameters, Adam's moments, the step): the
     reader reads its parameters and the frozen parts, nothing of the optimizer."""
