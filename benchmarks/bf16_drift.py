@@ -1,6 +1,6 @@
 """How far bfloat16 compute moves a trained run's test metrics from float32.
 
-    python benchmarks/bf16_drift.py --workdir runs/demo
+    python -m benchmarks.bf16_drift --workdir runs/demo
 
 Loads the run's selected checkpoint twice, its model built from the run's config.json with
 dtype float32 and with bfloat16 (float32 parameters either way), scores each test part of the run
@@ -8,17 +8,13 @@ with both and prints, per part, the metrics of each and the largest score differ
 [0, 1] scale. Writes nothing in the workdir.
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
-
 import dataclasses
 
 import numpy as np
 from absl import app, flags
+from flax import nnx
 
-from bpclip_jax import data, evaluate, run_config, train
+from bpclip_jax import data, evaluate, run_config, trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a trained run's workdir", required=True)
@@ -33,7 +29,8 @@ class Scored:
 def score(workdir: str, dtype: str) -> dict[str, Scored]:
     config = run_config.read(workdir)
     config.dtype = dtype
-    graphdef, params, frozen, _, _, config = train.load_trained(workdir, config)
+    loaded = trained.load(workdir, config)
+    graphdef, params, frozen = nnx.split(loaded.model, nnx.Param, ...)
     parts = data.load_parts(config.data)
     out = {}
     for part in config.data.test_parts:

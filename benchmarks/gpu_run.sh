@@ -46,12 +46,12 @@ export PYTHONPATH="/tmp/bpclip_site:$PWD"
 set +e
 bench() {  # mode, output stem, extra flags...
   local mode="$1" stem="$2"; shift 2
-  "$PY" benchmarks/throughput.py --mode "$mode" --batch "$BATCH" --crop "$CROP" --dtype bfloat16 \
+  "$PY" -m benchmarks.throughput --mode "$mode" --batch "$BATCH" --crop "$CROP" --dtype bfloat16 \
     --steps "$STEPS" --out "$OUT/$stem.json" "$@" || echo "FAILED: throughput $stem"
 }
 bench fr throughput_fr_bf16 --peer yes --profile "$OUT/profile_fr_bf16.txt"
 echo "elapsed ${SECONDS} s"
-"$PY" benchmarks/input_pipeline.py --threads 4 --workers 0 --workers 4 --workers 8 --batches 30 \
+"$PY" -m benchmarks.input_pipeline --threads 4 --workers 0 --workers 4 --workers 8 --batches 30 \
   --batch "$BATCH" --crop "$CROP" 2>&1 | tee "$OUT/input_pipeline.txt"
 bench nr throughput_nr_bf16 --peer yes --profile "$OUT/profile_nr_bf16.txt"
 echo "elapsed ${SECONDS} s"

@@ -1,16 +1,11 @@
 """Training input pipeline throughput: pairs/s of 384 crops from 512x384 PNG pairs (KADID-shaped).
 
-    python benchmarks/input_pipeline.py [--root DIR] [--threads 2] [--workers 0] [--batches 40]
+    python -m benchmarks.input_pipeline [--root DIR] [--threads 2] [--workers 0] [--batches 40]
 
 Without --root it builds the synthetic FR set (data_pipelines.synthetic) in a temporary directory.
 Prints pairs/s for each (threads, workers) setting given; the first batches (warm-up, reference
 decoding) are not timed.
 """
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
 
 import json
 import tempfile

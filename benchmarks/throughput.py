@@ -1,7 +1,7 @@
 """Training and inference throughput of BPCLIP (JAX), and of the PyTorch peer TOPIQ (pyiqa's CFANet)
 on the same device with the same batch and crop when torch and pyiqa are importable.
 
-    python benchmarks/throughput.py [--mode fr|nr] [--batch 16] [--crop 384] [--dtype bfloat16]
+    python -m benchmarks.throughput [--mode fr|nr] [--batch 16] [--crop 384] [--dtype bfloat16]
         [--steps 20] [--out throughput.json] [--peer auto|yes|no] [--profile profile.txt]
         [--model bpclip|cfanet]
 
@@ -19,11 +19,6 @@ so one run on a lent GPU says where the time goes without copying traces back.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
 
 import collections
 import glob

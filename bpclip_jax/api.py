@@ -9,7 +9,10 @@
 
 Inputs and sizes: bpclip_jax.inputs (by default the protocol's: whole images at their own size;
 SPAQ models downscale the shorter side to 448). Explanations: bpclip_jax.explain. The command
-line's `--mode predict` and `--mode export`: bpclip_jax.predict and bpclip_jax.hub.
+line's `--mode predict` and `--mode export` (predict_command, export_command below) are this
+facade over bpclip_jax.predict and bpclip_jax.hub. Imports point down: the Scorer builds itself
+from what bpclip_jax.trained and bpclip_jax.hub hand back, and passes itself to bpclip_jax.predict
+and bpclip_jax.loss; none of them imports this module.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import numpy as np
 from flax import nnx
 
 from bpclip_jax import explain as explaining
+from bpclip_jax import hub, predict, run_config, trained
+from bpclip_jax.errors import UserError
 from bpclip_jax.explain import Explanation
-from bpclip_jax.hub import export_command
 from bpclip_jax.inputs import AUTO, InputError, SizePolicy, load_pixels, resize, to_float
+from bpclip_jax.loss import QualityLoss
 from bpclip_jax.models.bpclip import feature_grid
-from bpclip_jax.predict import list_images, pair_references, predict_command
+from bpclip_jax.predict import list_images, pair_references
 from bpclip_jax.text import DIMENSIONS
 from data_pipelines.records import to_mos
 
@@ -76,20 +81,16 @@ class Scorer:
         """The selected checkpoint of a training run (its best by validation, else its last), the
         model built from the run's own config.json; nothing is downloaded. A workdir without
         config.json or checkpoints raises a WorkdirError that says so."""
-        from bpclip_jax import train
-
-        graphdef, params, frozen, step, best, config = train.load_trained(workdir)
-        provenance = {"workdir": str(workdir), "step": int(step), "best": best}
-        return cls(nnx.merge(graphdef, params, frozen), config, dataset=config.data.dataset,
-                   provenance=provenance, **kwargs)
+        loaded = trained.load(workdir)
+        provenance = {"workdir": str(workdir), "step": loaded.step, "best": loaded.best}
+        return cls(loaded.model, loaded.config, dataset=loaded.config.data.dataset, provenance=provenance,
+                   **kwargs)
 
     @classmethod
     def from_pretrained(cls, source: str | Path, *, revision: str | None = None, **kwargs) -> Scorer:
         """An exported model: a local directory written by `export`, or a hub repo id ("user/repo")
         downloaded with huggingface_hub and cached (`revision`: a branch, tag or commit to pin).
         Every tensor is verified by name and shape; every problem is named."""
-        from bpclip_jax import hub
-
         directory, origin = hub.resolve(source, revision)
         model, config, meta = hub.load_exported(directory)
         provenance = {**meta.get("provenance", {}), "source": origin}
@@ -98,9 +99,7 @@ class Scorer:
     def export(self, path: str | Path) -> Path:
         """A self-contained model directory, ready to upload to a hub as it is: config.json,
         meta.json, model.safetensors and a model card (README.md). See bpclip_jax.hub."""
-        from bpclip_jax import hub
-
-        return hub.export(self, path)
+        return hub.export(path, self.state, self.config, dataset=self.dataset, provenance=self.provenance)
 
     # ------------------------------------------------------------------ scoring
 
@@ -197,13 +196,37 @@ class Scorer:
     def as_loss(self, *, remat: bool = False, reduction: str = "mean"):
         """BPCLIP as a differentiable loss: a `bpclip_jax.loss.QualityLoss`, a pure function of
         (images [B,H,W,3] float in [0,1], refs or None) -> 1 - normalized score (lower is better)."""
-        from bpclip_jax.loss import QualityLoss
-
         return QualityLoss.from_scorer(self, remat=remat, reduction=reduction)
 
 
 def _name(x, index: int) -> str:
     return str(x) if isinstance(x, str | Path) else f"image {index}"
+
+
+# ---------------------------------------------------------------------- the command line's modes
+
+
+def predict_command(cfg, workdir) -> None:
+    """`main.py --mode predict`: scores cfg.inputs into a CSV (bpclip_jax.predict) with the model
+    of `workdir`: a training run (its selected checkpoint) or an exported model's folder (written
+    by --mode export or bpclip_jax.convert: config.json, meta.json and model.safetensors, no
+    checkpoints). Every mistake is refused before the model loads, and the model loads before the
+    CSV is opened: a checkpoint that cannot be read must not cost an existing CSV its rows."""
+    request = predict.request(cfg, workdir)
+    sizes = dict(size_step=request.sizes.size_step, short_side=request.sizes.short_side)
+    folder = Path(workdir)
+    exported = all((folder / name).is_file() for name in hub.FILES) and not (folder / "checkpoints").exists()
+    load = Scorer.from_pretrained if exported else Scorer.from_workdir
+    scorer = load(folder, **sizes) if request.needs_model else None
+    predict.execute(request, scorer)
+
+
+def export_command(cfg, workdir) -> None:
+    """`main.py --mode export`: writes the workdir's selected model to cfg.path (bpclip_jax.hub)."""
+    if not cfg.path:
+        raise UserError("--mode export needs --config.export.path=DIR")
+    run_config.read(workdir)  # a workdir without config.json: one line, before anything is loaded
+    print(f"exported to {Scorer.from_workdir(workdir).export(cfg.path)}")
 
 
 # main.py and notebooks import these from here.

@@ -181,8 +181,11 @@ class Checkpoints:
 
     # ------------------------------------------------------------------ restoring
 
-    def _restore(self, manager: ocp.CheckpointManager, step: int, abstract) -> tuple[object, dict]:
-        """(tree, meta) of one step, verified; raises on anything unreadable or altered."""
+    def _restore(self, manager: ocp.CheckpointManager, step: int, abstract, *,
+                 part: bool = False) -> tuple[object, dict]:
+        """(tree, meta) of one step, verified; raises on anything unreadable or altered. part=True:
+        `abstract` is a part of the saved tree (a latest step's parameters, without its optimizer
+        state), and only that part is read and verified."""
         where = Path(manager.directory) / str(step)
         if not (where / "state" / "_METADATA").is_file():  # orbax writes it with every state item
             raise ValueError(f"{where / 'state'} has no _METADATA: the write did not finish or a file "
@@ -192,14 +195,19 @@ class Checkpoints:
             raise ValueError(f"{where}: its meta item does not describe step {step}")
         saved = set(meta.get("checksums") or {})
         wanted = {jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(abstract)[0]}
-        if saved and saved != wanted:
+        if saved and (not wanted <= saved if part else saved != wanted):
             missing, extra = sorted(wanted - saved), sorted(saved - wanted)
             raise ModelMismatchError(
                 f"{where} holds another model's arrays ({len(missing)} expected here are not in it, "
                 f"e.g. {missing[:2]}; {len(extra)} in it are not expected, e.g. {extra[:2]}): the model "
                 f"or train.freeze_backbone differs from the run's config.json")
-        state = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract(abstract))))["state"]
+        if part:
+            state = _restore_part(where / "state", _abstract(abstract))
+            if saved:  # the part is verified against its own arrays' checksums
+                meta = {**meta, "checksums": {k: v for k, v in meta["checksums"].items() if k in wanted}}
+        else:
+            state = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract(abstract))))["state"]
         verify(state, meta, where)
         return state, meta
 
@@ -217,14 +225,15 @@ class Checkpoints:
         manager.reload()
         return target
 
-    def _newest_good(self, manager: ocp.CheckpointManager, abstract, steps=None):
+    def _newest_good(self, manager: ocp.CheckpointManager, abstract, steps=None, *, part: bool = False):
         """(step, tree, meta) of the newest step that verifies, moving bad ones aside; None if the
-        manager holds no step. Raises CheckpointError when steps exist but none verifies."""
+        manager holds no step. Raises CheckpointError when steps exist but none verifies. part: see
+        _restore."""
         steps = sorted(manager.all_steps() if steps is None else steps, reverse=True)
         failures = []
         for step in steps:
             try:
-                tree, meta = self._restore(manager, step, abstract)
+                tree, meta = self._restore(manager, step, abstract, part=part)
             except ModelMismatchError:
                 raise
             except Exception as err:  # noqa: BLE001  (any failure to read back is a bad step)
@@ -274,11 +283,12 @@ class Checkpoints:
                 return {**(meta.get("record") or {}), "last_step": step}
         return None
 
-    def restore_selected(self, abstract_params, abstract_state) -> tuple[int, object, str]:
+    def restore_selected(self, abstract_params) -> tuple[int, object, str]:
         """(step, params, how) of the checkpoint a run reports: its best step when it validated
-        ('best'), else its last one ('last'). abstract_params: {'params': tree}; abstract_state: a
-        latest item. The best checkpoint has no fallback (another step would be another selection),
-        except the same step in latest/ when it is still kept there."""
+        ('best'), else its last one ('last'). abstract_params: {'params': tree}. Only parameters are
+        read (from a latest step too: its optimizer state stays on disk). The best checkpoint has no
+        fallback (another step would be another selection), except the same step in latest/ when it
+        is still kept there."""
         record = self.record()
         if record is None:
             steps = self.best.all_steps()
@@ -288,8 +298,8 @@ class Checkpoints:
             record = {"best": {"step": steps[0]}}
         best = (record.get("best") or {}).get("step")
         if best is None:
-            step, state, _ = self.restore_latest(abstract_state)
-            return step, state["params"], "last"
+            step, saved, _ = self._newest_good(self.latest, abstract_params, part=True)
+            return step, saved["params"], "last"
         try:
             return best, self._restore(self.best, best, abstract_params)[0]["params"], "best"
         except ModelMismatchError:
@@ -298,10 +308,10 @@ class Checkpoints:
             reason = _one_line(err)
         if best in self.latest.all_steps():
             try:
-                state = self._restore(self.latest, best, abstract_state)[0]
+                saved = self._restore(self.latest, best, abstract_params, part=True)[0]
                 log.warning("the best checkpoint %s is unusable (%s); read step %d from latest/",
                             Path(self.best.directory) / str(best), reason, best)
-                return best, state["params"], "best"
+                return best, saved["params"], "best"
             except Exception:  # noqa: BLE001
                 pass
         raise CheckpointError(
@@ -338,6 +348,14 @@ class Checkpoints:
             if join_cleanup is not None:
                 join_cleanup()
             manager.close()
+
+
+def _restore_part(directory: Path, abstract):
+    """The arrays of `abstract` (a part of the tree saved in `directory`), the rest left unread."""
+    with ocp.PyTreeCheckpointer() as reader:
+        return reader.restore(directory, args=ocp.args.PyTreeRestore(
+            abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+            partial_restore=True))
 
 
 def _one_line(err: BaseException) -> str:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -27,9 +27,6 @@ from bpclip_jax.explain import DATASET_NAMES, scale_phrase
 from bpclip_jax.files import atomic_write
 from bpclip_jax.text import PROMPTS
 from data_pipelines.records import SCALES
-
-if TYPE_CHECKING:
-    from bpclip_jax.api import Scorer
 
 EXPORT_FORMAT = 1
 FILES = ("config.json", "meta.json", "model.safetensors")
@@ -52,31 +49,34 @@ class ExportError(UserError):
 # ---------------------------------------------------------------------- writing
 
 
-def export(scorer: Scorer, path: str | Path) -> Path:
-    """Writes the scorer's model to `path` (created; each file written whole, then renamed)."""
+def export(path: str | Path, state: nnx.State, config: ml_collections.ConfigDict, *, dataset: str,
+           provenance: dict) -> Path:
+    """Writes a model to `path` (created; each file written whole, then renamed): `state` all its
+    variables (nnx.state(model)), `config` its run's config, `dataset` the set whose scale it
+    scores on, `provenance` where it comes from ({'workdir', 'step', 'best'} of a run, or what an
+    imported model carried)."""
     from safetensors.numpy import save
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    flat = {"/".join(str(k) for k in p): np.asarray(v.get_value())
-            for p, v in nnx.to_flat_state(scorer.state)}
+    flat = {"/".join(str(k) for k in p): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
     atomic_write(path / "model.safetensors", save(flat))
-    provenance = _provenance(scorer)
-    lo, hi, higher_better = SCALES[scorer.dataset]
-    meta = {"format": EXPORT_FORMAT, "dataset": scorer.dataset, "mos_range": [lo, hi],
-            "higher_is_better": higher_better, "full_reference": scorer.full_reference,
-            "prompts": [p.text for p in PROMPTS], "provenance": provenance}
-    atomic_write(path / "config.json", scorer.config.to_json_best_effort(indent=1) + "\n")
+    lo, hi, higher_better = SCALES[dataset]
+    meta = {"format": EXPORT_FORMAT, "dataset": dataset, "mos_range": [lo, hi],
+            "higher_is_better": higher_better, "full_reference": bool(config.model.full_reference),
+            "prompts": [p.text for p in PROMPTS], "provenance": _provenance(provenance)}
+    atomic_write(path / "config.json", config.to_json_best_effort(indent=1) + "\n")
     atomic_write(path / "meta.json", json.dumps(meta, indent=1) + "\n")
-    atomic_write(path / CARD, model_card(scorer.config, meta))
+    atomic_write(path / CARD, model_card(config, meta))
     return path
 
 
-def _provenance(scorer: Scorer) -> dict:
-    """Where the model comes from: its run's step and checkpoint selection, and the run's test
-    results (results.json), when it was built from a workdir; what an imported model carried."""
-    provenance = {k: v for k, v in scorer.provenance.items() if k != "workdir"}
-    workdir = scorer.provenance.get("workdir")
+def _provenance(given: dict) -> dict:
+    """Where the model comes from, as the export records it: a run's step and checkpoint selection
+    and its test results (results.json), when it was built from a workdir (whose path is not
+    kept); what an imported model carried."""
+    provenance = {k: v for k, v in given.items() if k != "workdir"}
+    workdir = given.get("workdir")
     if workdir:
         results = Path(workdir) / "results.json"
         if results.is_file():
@@ -156,16 +156,6 @@ def _licence_lines(model) -> list[str]:
     return backbone + [
             f"- Text features computed by the CLIP text tower of `{model.clip_source}`: "
             f"{LICENCES.get(model.clip_source, 'see its own licence')}."]
-
-
-def export_command(cfg, workdir) -> None:
-    """`main.py --mode export`: writes the workdir's selected model to cfg.path."""
-    from bpclip_jax.api import Scorer
-
-    if not cfg.path:
-        raise UserError("--mode export needs --config.export.path=DIR")
-    run_config.read(workdir)  # a workdir without config.json: one line, before anything is loaded
-    print(f"exported to {export(Scorer.from_workdir(workdir), cfg.path)}")
 
 
 # ---------------------------------------------------------------------- reading

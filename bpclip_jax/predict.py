@@ -9,6 +9,10 @@ Columns of the CSV (PREDICTION_COLUMNS): file, ref (FR: its reference), score (t
 MOS scale), score_normalized ([0,1], higher is better), scored_size (WxH the model saw), the most
 probable adjective of each of the six quality dimensions, error (empty when scored). Rows come in
 the order they were scored: images of one size are batched together.
+
+The command is `request` (every mistake refused before the model loads), then `execute` with the
+workdir's Scorer (bpclip_jax.api.predict_command joins them). Functions that take a `scorer` take a
+bpclip_jax.api.Scorer: the facade passes itself down; this module never imports it.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jax
+import ml_collections
 from PIL import Image
 
-from bpclip_jax import progress
+from bpclip_jax import progress, run_config
 from bpclip_jax.errors import UserError
 from bpclip_jax.explain import top_adjectives
 from bpclip_jax.files import atomic_write, disk_full
@@ -36,9 +40,6 @@ from bpclip_jax.inputs import IMAGE_FAILURES, InputError, SizePolicy
 from bpclip_jax.text import DIMENSIONS
 from data_pipelines.images import image_size
 from data_pipelines.records import to_mos
-
-if TYPE_CHECKING:
-    from bpclip_jax.api import Scorer
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 PREDICTION_COLUMNS = ("file", "ref", "score", "score_normalized", "scored_size", *DIMENSIONS, "error")
@@ -268,7 +269,7 @@ def by_size(jobs: list[Job]) -> list[Job]:
     return [job for group in order.values() for job in group]
 
 
-def _prepared(scorer: Scorer, jobs: list[Job], threads: int, window: int
+def _prepared(scorer, jobs: list[Job], threads: int, window: int
               ) -> Iterator[tuple[Job, tuple | None]]:
     """(job, prepared pair) in order, decoded by `threads` threads at most `window` ahead; a job
     whose image fails to load gets None and its error."""
@@ -295,7 +296,7 @@ def _out_of_memory(err: Exception) -> bool:
     return isinstance(err, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(err)
 
 
-def score_jobs(scorer: Scorer, jobs: list[Job], batch_size: int = 8, threads: int = 2
+def score_jobs(scorer, jobs: list[Job], batch_size: int = 8, threads: int = 2
                ) -> Iterator[list[dict]]:
     """Scores the jobs batch by batch and yields each batch's rows as soon as it is done (failed
     images included, with their error). An image that exhausts the device's memory fails alone."""
@@ -315,7 +316,7 @@ def score_jobs(scorer: Scorer, jobs: list[Job], batch_size: int = 8, threads: in
         yield _score_batch(scorer, batch)
 
 
-def _score_batch(scorer: Scorer, batch: list[tuple[Job, tuple]]) -> list[dict]:
+def _score_batch(scorer, batch: list[tuple[Job, tuple]]) -> list[dict]:
     try:
         scores, probs, _ = scorer.run([pair for _, pair in batch])
     except Exception as err:
@@ -335,7 +336,7 @@ def _score_batch(scorer: Scorer, batch: list[tuple[Job, tuple]]) -> list[dict]:
     return rows
 
 
-def predict_files(scorer: Scorer, dists: list[Path], refs: list[Path | None] | None = None,
+def predict_files(scorer, dists: list[Path], refs: list[Path | None] | None = None,
                   batch_size: int = 8, threads: int = 2) -> list[dict]:
     """One row per image (PREDICTION_COLUMNS), failed images included; in scoring order."""
     jobs = plan(dists, refs, scorer.sizes, full_reference=scorer.full_reference)
@@ -395,11 +396,27 @@ def select_inputs(cfg) -> tuple[list[Path], list[Path | None] | None, str]:
     return dists, pair_references(dists, cfg.refs), note
 
 
-def predict_command(cfg, workdir) -> None:
-    """`main.py --mode predict`: scores cfg.inputs with the workdir's model (a training run or an
-    exported model's folder) into the CSV."""
-    from bpclip_jax import run_config
+@dataclasses.dataclass
+class Request:
+    """What `--mode predict` was asked, checked before the model loads: the predict config, the CSV,
+    the sizes images are scored at, one job per image and a note for the user (or '')."""
 
+    cfg: ml_collections.ConfigDict
+    output: Path
+    sizes: SizePolicy
+    jobs: list[Job]
+    note: str
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether any image can be scored (when none can, the model is not loaded)."""
+        return bool(by_size(self.jobs))
+
+
+def request(cfg, workdir) -> Request:
+    """`--mode predict`'s first half: every mistake (no inputs, a model that takes or lacks
+    references, a CSV that would be overwritten) refused in one line, and each image's size read
+    from its header, before the model loads."""
     if not cfg.inputs:
         raise UserError("--mode predict needs --config.predict.inputs=DIR_OR_GLOB")
     config = run_config.read(workdir)
@@ -409,12 +426,16 @@ def predict_command(cfg, workdir) -> None:
     sizes = SizePolicy.for_dataset(config.data.dataset, cfg.short_side, cfg.size_step)
     jobs = plan(dists, refs, sizes, full_reference=config.model.full_reference, refs_spec=cfg.refs)
     PredictionsFile.check(output, overwrite=cfg.overwrite, resume=cfg.resume)
-    # The model before the CSV is opened: a checkpoint that cannot be read must not cost an
-    # existing CSV its rows.
-    scorer = _load_scorer(workdir, sizes) if by_size(jobs) else None
+    return Request(cfg, output, sizes, jobs, note)
+
+
+def execute(asked: Request, scorer) -> None:
+    """`--mode predict`'s second half: scores the request's images with `scorer` (the workdir's
+    Scorer, built for asked.sizes; None when no image can be scored) into its CSV."""
+    cfg, output, jobs = asked.cfg, asked.output, asked.jobs
     sink = PredictionsFile(output, overwrite=cfg.overwrite, resume=cfg.resume)
     try:
-        _announce(jobs, sink, sizes, note)
+        _announce(jobs, sink, asked.sizes, asked.note)
         todo = [j for j in jobs if (str(j.file), "" if j.ref is None else str(j.ref)) not in sink.done]
         if not todo:
             progress.say(f"all {len(jobs)} images are already scored in {output}; nothing to do")
@@ -433,20 +454,6 @@ def predict_command(cfg, workdir) -> None:
     _report(rows, todo, len(sink.done), output, scorer)
 
 
-def _load_scorer(workdir, sizes: SizePolicy) -> Scorer:
-    """The model of a training run's workdir (its selected checkpoint) or of an exported model's
-    folder (written by --mode export or bpclip_jax.convert: config.json, meta.json and
-    model.safetensors, no checkpoints)."""
-    from bpclip_jax.api import Scorer
-    from bpclip_jax.hub import FILES
-
-    kwargs = dict(size_step=sizes.size_step, short_side=sizes.short_side)
-    folder = Path(workdir)
-    if all((folder / name).is_file() for name in FILES) and not (folder / "checkpoints").exists():
-        return Scorer.from_pretrained(folder, **kwargs)
-    return Scorer.from_workdir(workdir, **kwargs)
-
-
 def _announce(jobs: list[Job], sink: PredictionsFile, sizes: SizePolicy, note: str) -> None:
     if note:
         progress.say(note)
@@ -459,7 +466,7 @@ def _announce(jobs: list[Job], sink: PredictionsFile, sizes: SizePolicy, note: s
                      f"from the protocol's (each image at its own size)")
 
 
-def _score_into(sink: PredictionsFile, scorer: Scorer, todo: list[Job], cfg) -> list[dict]:
+def _score_into(sink: PredictionsFile, scorer, todo: list[Job], cfg) -> list[dict]:
     rows = [job.row() for job in todo if job.error]
     scorable = by_size(todo)
     ticker, start, done = progress.Ticker(), time.perf_counter(), 0
@@ -476,7 +483,7 @@ def _score_into(sink: PredictionsFile, scorer: Scorer, todo: list[Job], cfg) -> 
     return rows
 
 
-def _report(rows: list[dict], todo: list[Job], already: int, output: Path, scorer: Scorer) -> None:
+def _report(rows: list[dict], todo: list[Job], already: int, output: Path, scorer) -> None:
     failed = [r for r in rows if r["error"]]
     scored = len(rows) - len(failed)
     progress.say(format_table(rows))

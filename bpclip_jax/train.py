@@ -35,11 +35,12 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from bpclip_jax import checkpoint, evaluate, lock, preempt, progress, run_config
+from bpclip_jax import checkpoint, evaluate, lock, preempt, progress, run_config, trained
 from bpclip_jax.build import create_model
 from bpclip_jax.errors import WorkdirError
 from bpclip_jax.models.bpclip import BPCLIP
 from bpclip_jax.models.resnet import calibrate_batchnorm
+from bpclip_jax.trained import trainable
 from bpclip_jax.writer import MetricWriter
 from data_pipelines import pipeline
 
@@ -84,13 +85,6 @@ def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int):
 
 
 # ------------------------------------------------------------------------------ state and step
-
-
-def trainable(freeze_backbone: bool = False):
-    """The filter of what the optimizer trains: every nnx.Param, or all but the backbone's."""
-    if freeze_backbone:
-        return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("backbone")))
-    return nnx.Param
 
 
 def create_train_state(model: BPCLIP, tx: optax.GradientTransformation, freeze_backbone: bool = False):
@@ -303,7 +297,7 @@ def _init_from(source: str, state: TrainState) -> TrainState:
     other = checkpoint.Checkpoints(source, create=False)  # a reader: nothing of the other run is moved
     try:
         frozen = other.restore_frozen(state.frozen)
-        step, params, _ = other.restore_selected({"params": state.params}, state.resumable())
+        step, params, _ = other.restore_selected({"params": state.params})
     finally:
         other.close()
     log.info("initialized from %s (step %d)", source, step)
@@ -529,7 +523,7 @@ def _end_of_epoch(run: Run, step: int, signals: preempt.Signals | None = None) -
 def final_evaluation(run: Run) -> dict:
     """The selected checkpoint on every test set of the config; results.json says which it was."""
     abstract = run.state
-    step, params, _ = run.ckpt.restore_selected({"params": abstract.params}, abstract.resumable())
+    step, params, _ = run.ckpt.restore_selected({"params": abstract.params})
     return _test(run.config, run.parts, run.graphdef, params, run.state.frozen, run.workdir,
                  run.mesh, run.writer, step, run.record.get("best"))
 
@@ -578,29 +572,6 @@ def maybe_initialize_distributed() -> None:
              jax.local_device_count(), jax.device_count())
 
 
-def load_trained(workdir: str | Path, config: ml_collections.ConfigDict | None = None):
-    """(graphdef, params, frozen, step, best record or None, config) of a run's selected checkpoint,
-    its model built from the run's own config.json (or `config`, already reconciled with it).
-    Nothing pretrained is downloaded: the frozen parts come from the checkpoint."""
-    workdir = Path(workdir)
-    config = run_config.read(workdir) if config is None else config
-    if not (workdir / "checkpoints" / "latest").is_dir() and not (workdir / "checkpoints" / "best").is_dir():
-        raise WorkdirError(f"{workdir} holds no checkpoint to evaluate; train first "
-                           f"(`python main.py --config ... --workdir {workdir}`)")
-    model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=True)
-    tx, _ = make_optimizer(config.optim, 1)
-    graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
-    state = jax.device_put(state, NamedSharding(make_mesh(), P()))
-    ckpt = checkpoint.Checkpoints(workdir, create=False)
-    try:
-        frozen = ckpt.restore_frozen(state.frozen)
-        step, params, _ = ckpt.restore_selected({"params": state.params}, state.resumable())
-        record = ckpt.record() or {}
-    finally:
-        ckpt.close()
-    return graphdef, params, frozen, step, record.get("best"), config
-
-
 def evaluate_workdir(config: ml_collections.ConfigDict | None, workdir: str | Path,
                      overrides: dict | None = None) -> dict:
     """Evaluates a run's selected checkpoint on the test sets, the model and split taken from the
@@ -617,8 +588,9 @@ def evaluate_workdir(config: ml_collections.ConfigDict | None, workdir: str | Pa
     # Evaluation writes results.json and the test rows of metrics.jsonl, which a training run on
     # the workdir writes too: it takes the workdir's lock (a run in use is refused at once).
     with lock.exclusive(workdir):
-        graphdef, params, frozen, step, best, config = load_trained(workdir, config)
+        loaded = trained.load(workdir, config)
+        graphdef, params, frozen = nnx.split(loaded.model, nnx.Param, ...)
         parts = data.load_parts(config.data)
         mesh = make_mesh()
         writer = MetricWriter(workdir)
-        return _test(config, parts, graphdef, params, frozen, workdir, mesh, writer, step, best)
+        return _test(config, parts, graphdef, params, frozen, workdir, mesh, writer, loaded.step, loaded.best)

@@ -1,6 +1,6 @@
 """BPCLIP as a loss: optimize the pixels of a noisy image with optax so that the model scores it better.
 
-    python examples/optimize_pixels.py --workdir runs/demo --image data/synthetic_fr/images/I09.png
+    python -m examples.optimize_pixels --workdir runs/demo --image data/synthetic_fr/images/I09.png
 
 Adds Gaussian noise to --image, then takes --steps Adam steps on the pixels to minimize
 `Scorer.as_loss()` (1 - the normalized score). A full-reference model compares the pixels with the
@@ -15,13 +15,9 @@ not constants embedded in it), gradients with respect to the pixels only.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
-
 import argparse
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp

@@ -1,6 +1,6 @@
 """A user's own distorted photos, scored by a trained FR model: is the ordering monotone?
 
-    python examples/own_photos.py --workdir runs/demo
+    python -m examples.own_photos --workdir runs/demo
 
 skimage's 'camera' photograph (512x512, not one of the synthetic set's photos) blurred, noised and
 JPEG-compressed at 5 increasing levels with PIL and numpy (not the synthetic set's code), each
@@ -9,11 +9,6 @@ whether they fall strictly as the distortion grows.
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, installed or not
 
 import argparse
 import io

@@ -1,13 +1,18 @@
-"""A local stand-in for the Hugging Face hub: the two HTTP routes huggingface_hub 2.4 uses to list
-and fetch a dataset repository's files, with faults a network has.
+"""A local stand-in for the Hugging Face hub, for the dataset downloads (data_pipelines.download) and
+the exported models (bpclip_jax.hub): the routes huggingface_hub 2.4 uses, with faults a network
+has. Point HF_ENDPOINT at its `url`.
 
     GET /api/datasets/<owner>/<name>/tree/<revision>[/<path>]   -> [{type, path, size, oid, lfs?}]
     GET /datasets/<owner>/<name>/resolve/<revision>/<path>      -> the bytes; 'Range: bytes=N-' -> 206
+    HEAD/GET /<owner>/<name>/resolve/<revision>/<file>           -> a model repo's file at a revision
 
-Files are listed as the hub lists them: `oid` the git blob sha1, and for LFS files `lfs.oid` the
-sha256 of the content. Faults: `cut_after[path] = n` sends n bytes of the next GET of path and drops
-the connection, after which `down` makes every fetch answer 503 until cleared; `corrupt` paths are
-served with one byte changed (their listing keeps the true hashes); `refuse` answers 403 to all.
+Dataset repos (`add`) have one revision: files are listed as the hub lists them, `oid` the git blob
+sha1, and for LFS files `lfs.oid` the sha256 of the content. Model repos (`push`) keep every commit
+and move a branch to the newest, and answer as the hub does: X-Repo-Commit and ETag headers, and
+X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound on a 404. Faults, on the files of both:
+`cut_after[path] = n` sends n bytes of the next GET of path and drops the connection, after which
+`down` makes every fetch answer 503 until cleared; `corrupt` paths are served with one byte changed
+(a dataset listing keeps the true hashes); `refuse` answers 403 to all.
 
     python -m tests.hub_stand_in --mib 256    # download throughput through data_pipelines.download
 """
@@ -19,18 +24,25 @@ import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 _TREE = re.compile(r"^/api/datasets/([^/]+/[^/]+)/tree/[^/?]+(?:/[^?]*)?(?:\?.*)?$")
-_RESOLVE = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/[^/]+/([^?]+)")
+_DATASET_FILE = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/[^/]+/([^?]+)")
+_MODEL_FILE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/([^?]+)")
 
 
 class StandInHub:
+    """Serves from `__enter__` to `__exit__`."""
+
     def __init__(self):
-        self.files: dict[str, dict[str, tuple[bytes, bool]]] = {}   # repo -> path -> (bytes, lfs)
+        self.files: dict[str, dict[str, tuple[bytes, bool]]] = {}   # dataset repo -> path -> (bytes, lfs)
+        self.commits: dict[str, dict[str, dict[str, bytes]]] = {}   # model repo -> commit -> file -> bytes
+        self.branches: dict[str, dict[str, str]] = {}               # model repo -> branch -> commit
         self.cut_after: dict[str, int] = {}
         self.corrupt: set[str] = set()
         self.down = False
         self.refuse = False
+        self.requests: list[str] = []                               # every request's URL path
         self.log: list[tuple[str, str | None, int]] = []           # (path, Range header, bytes sent)
         hub = self
 
@@ -51,7 +63,18 @@ class StandInHub:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def add(self, repo: str, path: str, data: bytes, lfs: bool = False) -> None:
+        """A file of dataset repo `repo`."""
         self.files.setdefault(repo, {})[path] = (data, lfs)
+
+    def push(self, repo: str, folder: Path, branch: str = "main") -> str:
+        """Commits every file of `folder` to model repo `repo` and moves `branch` to it; returns the
+        commit."""
+        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+        commit = hashlib.sha1(repr(sorted((k, hashlib.sha1(v).hexdigest()) for k, v in files.items()))
+                              .encode()).hexdigest()
+        self.commits.setdefault(repo, {})[commit] = files
+        self.branches.setdefault(repo, {})[branch] = commit
+        return commit
 
     def __enter__(self):
         self.thread.start()
@@ -85,18 +108,36 @@ class StandInHub:
             handler.wfile.write(body)
 
     def _answer(self, handler, body: bool = True) -> None:
+        self.requests.append(handler.path)
         if self.refuse:
             return self._send(handler, 403, b'{"error": "blocked by the firewall"}', send_body=body)
-        tree, resolve = _TREE.match(handler.path), _RESOLVE.match(handler.path)
+        tree, dataset_file = _TREE.match(handler.path), _DATASET_FILE.match(handler.path)
         if tree:
             data = json.dumps(self._listing(tree.group(1))).encode()
             return self._send(handler, 200, data, [("Content-Type", "application/json")], body)
-        repo_files = self.files.get(resolve.group(1), {}) if resolve else {}
-        if resolve and resolve.group(2) in repo_files:
-            return self._file(handler, resolve.group(2), repo_files[resolve.group(2)][0], body)
+        if dataset_file:
+            repo_files = self.files.get(dataset_file.group(1), {})
+            if dataset_file.group(2) in repo_files:
+                return self._file(handler, dataset_file.group(2), repo_files[dataset_file.group(2)][0], body)
+            return self._send(handler, 404, b'{"error": "not found"}', send_body=body)
+        model_file = _MODEL_FILE.match(handler.path)
+        if model_file:
+            return self._model_file(handler, *model_file.groups(), body)
         return self._send(handler, 404, b'{"error": "not found"}', send_body=body)
 
-    def _file(self, handler, path: str, data: bytes, body: bool) -> None:
+    def _model_file(self, handler, repo: str, revision: str, name: str, body: bool) -> None:
+        if repo not in self.commits:
+            return self._send(handler, 404, b"", [("X-Error-Code", "RepoNotFound")], body)
+        commit = self.branches[repo].get(revision, revision)
+        if commit not in self.commits[repo]:
+            return self._send(handler, 404, b"", [("X-Error-Code", "RevisionNotFound")], body)
+        data = self.commits[repo][commit].get(name)
+        if data is None:
+            missing = [("X-Error-Code", "EntryNotFound"), ("X-Repo-Commit", commit)]
+            return self._send(handler, 404, b"", missing, body)
+        self._file(handler, name, data, body, [("X-Repo-Commit", commit)])
+
+    def _file(self, handler, path: str, data: bytes, body: bool, headers=()) -> None:
         if self.down:
             return self._send(handler, 503, b'{"error": "down"}', send_body=body)
         if path in self.corrupt:
@@ -104,7 +145,7 @@ class StandInHub:
         asked = handler.headers.get("Range")
         start = int(re.match(r"bytes=(\d+)-", asked).group(1)) if asked else 0
         part = data[start:]
-        status, headers = 200, [("ETag", f'"{hashlib.sha256(data).hexdigest()}"')]
+        status, headers = 200, [*headers, ("ETag", f'"{hashlib.sha256(data).hexdigest()}"')]
         if asked:
             status = 206
             headers.append(("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}"))
@@ -129,7 +170,6 @@ def _measure(mib: int) -> None:
     import os
     import tempfile
     import time
-    from pathlib import Path
 
     os.environ.pop("HF_HUB_OFFLINE", None)
     from data_pipelines import download

@@ -44,6 +44,7 @@ def photo(tmp_path):
     return tmp_path, rgb
 
 
+@pytest.mark.slow
 def test_every_input_kind_scores_and_agrees(nr, photo):
     tmp, rgb = photo
     Image.fromarray(rgb).convert("L").save(tmp / "gray.png")
@@ -61,6 +62,7 @@ def test_every_input_kind_scores_and_agrees(nr, photo):
     assert by_path == pytest.approx(1 + 4 * normalized, abs=1e-5)  # KonIQ's MOS scale 1..5
 
 
+@pytest.mark.slow
 def test_the_same_image_scores_the_same_in_any_batch(nr):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(5)]
@@ -70,6 +72,7 @@ def test_the_same_image_scores_the_same_in_any_batch(nr):
     assert nr(images[::-1])[2] == pytest.approx(alone, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_explanation_sums_to_one_and_follows_the_prompt_order(nr, photo, tmp_path):
     tmp, rgb = photo
     e = nr.explain(rgb)
@@ -87,6 +90,7 @@ def test_explanation_sums_to_one_and_follows_the_prompt_order(nr, photo, tmp_pat
     assert Image.open(out).size[0] > 300
 
 
+@pytest.mark.slow
 def test_what_the_probabilities_are_is_said_under_each_head(nr, photo):
     """The cosine head's probabilities are a display (softmax at CLIP's 100 of the cosines the score
     reads); a softmax head's are what it reads; stand-in text features are named as such."""
@@ -103,6 +107,7 @@ def test_what_the_probabilities_are_is_said_under_each_head(nr, photo):
         "the model's prompt softmax at tau 14.3, which the score regresses on")
 
 
+@pytest.mark.slow
 def test_explanation_of_a_full_reference_model_shows_its_reference(fr):
     rng = np.random.default_rng(2)
     dist, ref = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2))
@@ -117,6 +122,7 @@ def test_scale_phrases_give_range_and_direction():
     assert scale_phrase("spaq") == "SPAQ's 0-100 scale, higher is better"
 
 
+@pytest.mark.slow
 def test_export_round_trip_gives_identical_scores(fr, tmp_path):
     rng = np.random.default_rng(1)
     dist, ref = (rng.integers(0, 256, (64, 96, 3), dtype=np.uint8) for _ in range(2))
@@ -127,6 +133,7 @@ def test_export_round_trip_gives_identical_scores(fr, tmp_path):
     assert (path / "README.md").is_file()
 
 
+@pytest.mark.slow
 def test_from_pretrained_names_what_is_wrong(fr, tmp_path):
     from safetensors.numpy import load_file, save_file
 
@@ -144,6 +151,7 @@ def test_from_pretrained_names_what_is_wrong(fr, tmp_path):
         api.Scorer.from_pretrained(tmp_path / "nothing")
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_clear_messages(fr, nr, tmp_path):
     image = np.zeros((64, 64, 3), np.uint8)
     with pytest.raises(api.InputError, match="full-reference model; give its reference"):
@@ -160,6 +168,7 @@ def test_bad_inputs_get_clear_messages(fr, nr, tmp_path):
         api.list_images(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_predict_files_reports_failed_rows_and_scores_the_rest(nr, tmp_path):
     for i in range(3):
         data_fixtures.image(tmp_path / f"ok{i}.png", i, size=(64, 64))
@@ -172,6 +181,7 @@ def test_predict_files_reports_failed_rows_and_scores_the_rest(nr, tmp_path):
     assert "FAILED" in predict.format_table(rows)
 
 
+@pytest.mark.slow
 def test_mixed_sizes_compile_a_bounded_number_of_shapes_with_size_step():
     scorer = _scorer(False, size_step=32)
     sizes = [(h, w) for h in (40, 44, 47, 52, 58, 60) for w in (41, 62)]
@@ -207,6 +217,7 @@ def test_spaq_photos_are_resized_as_the_spaq_reader_resizes_them(tmp_path):
     np.testing.assert_array_equal(ours, np.asarray(Image.open(copy)) / np.float32(255))
 
 
+@pytest.mark.slow
 def test_scorer_gives_the_score_of_the_evaluation_protocol(tmp_path):
     """A CLIVE model scores a 40x56 image as `--mode eval` does: at its own size (the old default
     rounded it to 64x64, another score)."""

@@ -1,13 +1,11 @@
 """Smoke test: the throughput benchmark runs two steps on a tiny input and reports sane figures."""
 
-import sys
-from pathlib import Path
+import pytest
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-
-import throughput  # noqa: E402
+from benchmarks import throughput
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_runs_two_steps():
     result = throughput.bench_jax("nr", batch=2, crop=32, dtype="float32", steps=2, warmup=1)
     assert result["train_pairs_per_s"] > 0 and result["infer_images_per_s"] > 0
@@ -32,8 +30,9 @@ def test_profile_summary_reports_time_per_step():
     assert any("ms/step" in row and row.split()[-1] for row in text.splitlines()[1:])
 
 
+@pytest.mark.slow
 def test_bf16_drift_scores_a_run_in_both_dtypes_and_writes_nothing(trained, capsys):
-    import bf16_drift
+    from benchmarks import bf16_drift
 
     workdir, results = trained
     before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))

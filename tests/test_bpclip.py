@@ -21,6 +21,7 @@ def _images(batch, h, w, seed=0):
     return jnp.asarray(np.random.default_rng(seed).uniform(size=(batch, h, w, 3)), jnp.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full_reference", [True, False], ids=["FR", "NR"])
 def test_shapes_and_parameter_count(full_reference):
     model = BPCLIP(TEXT, full_reference=full_reference, rngs=nnx.Rngs(0))
@@ -56,6 +57,7 @@ REFERENCE_CASES = [
 PROBS_TOLERANCE = 5e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
 def test_forward_matches_a_torch_reference(case):
     """Eq. 1-9 downstream of the backbone (GLP, positional map, MSCA/SA pairing and direction, token
@@ -85,6 +87,7 @@ def test_forward_matches_a_torch_reference(case):
 BF16_TOLERANCE = 0.01  # on the [0,1] label scale; measured 0.002 (FR) and 0.004 (NR) here
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full_reference", [True, False], ids=["FR", "NR"])
 def test_bfloat16_compute_stays_near_float32(full_reference):
     """The same float32 parameters computed in bfloat16 (the GPU runs' dtype) score within
@@ -108,6 +111,7 @@ def test_bfloat16_compute_stays_near_float32(full_reference):
     assert aux["similarity"].dtype == aux["probs"].dtype == aux["token_weights"].dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_reference_rules():
     fr = BPCLIP(TEXT, full_reference=True, rngs=nnx.Rngs(0))
     nr = BPCLIP(TEXT, full_reference=False, rngs=nnx.Rngs(0))
@@ -129,6 +133,7 @@ SWITCHES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch", SWITCHES, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
 def test_every_ablation_switch_changes_the_model_and_runs(switch):
     base = BPCLIP(TEXT, rngs=nnx.Rngs(0))
@@ -151,6 +156,7 @@ def test_every_ablation_switch_changes_the_model_and_runs(switch):
         assert "probs" not in aux and "similarity" not in aux
 
 
+@pytest.mark.slow
 def test_the_cosine_head_regresses_on_the_cosines_and_shows_their_softmax():
     """Eq. 9 as printed: the score is MLP_reg(concat(s_i)), whatever tau is; the probabilities in
     aux are softmax(100 s), for explanations only. The softmax head's score moves with tau."""
@@ -166,6 +172,7 @@ def test_the_cosine_head_regresses_on_the_cosines_and_shows_their_softmax():
     assert not np.allclose(before, learned(dist, ref)[0])
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_trainable_parameter_and_nothing_frozen():
     model = BPCLIP(TEXT, text_head="softmax_learned", rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
@@ -192,6 +199,7 @@ def test_gradients_reach_every_trainable_parameter_and_nothing_frozen():
     assert not dead, f"no gradient reached {dead}"
 
 
+@pytest.mark.slow
 def test_dropout_is_random_in_training_and_off_in_eval():
     model = BPCLIP(TEXT, rngs=nnx.Rngs(0))
     x, y = _images(1, 64, 64, 1), _images(1, 64, 64, 2)
@@ -201,6 +209,7 @@ def test_dropout_is_random_in_training_and_off_in_eval():
     np.testing.assert_array_equal(model(x, y)[0], model(x, y)[0])
 
 
+@pytest.mark.slow
 def test_jitted_forward_compiles_once_per_shape():
     model = BPCLIP(TEXT, full_reference=False, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)

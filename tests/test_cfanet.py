@@ -6,6 +6,12 @@ predict on an export folder; TOPIQ's recipe (configs/topiq_*.py, the Norm-in-Nor
 
 The pyiqa models get non-trivial BatchNorm and LayerNorm values (pyiqa's init leaves them at 0/1,
 where a swapped scale and bias, or mean and variance, would go unseen), and scores around 0.5.
+
+What costs time here is building, converting and compiling ResNet50-sized models, so it is done
+once per module and shared: one pyiqa model and one `.pth` per kind (FR, NR), each export converted
+once, one compile per model graph and input size (the swapped-tensor tests reuse the downscaling
+test's model, input and pyiqa scores), the command line run in a process of its own only where that
+process is what a test proves (a conversion, beside the in-process ones, and a one-line error).
 """
 
 import csv
@@ -13,6 +19,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import jax
@@ -27,7 +34,7 @@ from PIL import Image
 # parity test is never skipped silently.
 from pyiqa.archs import topiq_arch
 
-from bpclip_jax import convert, run_config, train
+from bpclip_jax import api, cli, convert, run_config, train
 from bpclip_jax.api import Scorer
 from bpclip_jax.errors import UserError
 from bpclip_jax.models.cfanet import bilinear_aa_matrix, resize_shorter_side, shorter_side_size
@@ -77,23 +84,26 @@ def pth(peers, tmp_path_factory):
     return folder
 
 
-def _convert_cli(*args, check=True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "bpclip_jax.convert", *map(str, args)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+def _convert_command(*args) -> dict:
+    """subprocess arguments of `python -m bpclip_jax.convert ARGS`, run from the repository."""
+    return dict(args=[sys.executable, "-m", "bpclip_jax.convert", *map(str, args)], cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 @pytest.fixture(scope="module")
 def exports(pth, tmp_path_factory):
     """Export folders: topiq_fr through the command line, topiq_nr and topiq_nr-flive (test_size
-    384) through convert.convert, from the same NR checkpoint."""
+    384) through convert.convert, from the same NR checkpoint. The command runs in its own process
+    while this one converts the NR folders (on two cores, its start-up costs no wall time)."""
     folder = tmp_path_factory.mktemp("exports")
-    _convert_cli("pyiqa", pth / "fr.pth", folder / "topiq_fr", "--metric", "topiq_fr")
-    convert.convert(pth / "nr.pth", folder / "topiq_nr", "topiq_nr")
-    convert.convert(pth / "nr.pth", folder / "topiq_nr-flive", "topiq_nr-flive")
+    with tempfile.TemporaryFile("w+") as stderr, subprocess.Popen(
+            **_convert_command("pyiqa", pth / "fr.pth", folder / "topiq_fr", "--metric", "topiq_fr"),
+            stdout=subprocess.DEVNULL, stderr=stderr, text=True) as command:
+        convert.convert(pth / "nr.pth", folder / "topiq_nr", "topiq_nr")
+        convert.convert(pth / "nr.pth", folder / "topiq_nr-flive", "topiq_nr-flive")
+        command.wait(timeout=300)
+        stderr.seek(0)
+        assert command.returncode == 0, stderr.read()
     return folder
 
 
@@ -163,13 +173,28 @@ def test_test_time_resize_equals_pyiqa(peers, scorers):
     assert not np.allclose(expected, _pyiqa_scores(peers["nr"], dist), rtol=1e-3)  # the resize matters
 
 
-def test_downscaling_test_time_resize_equals_pyiqa(peers, pth):
-    """Downscaling antialiases (a wider triangle filter): 48x64 -> 40x53, model against model."""
-    metric = dataclasses.replace(convert.METRICS["topiq_nr-flive"], test_size=40)
-    model = convert.cfanet_from_pyiqa(convert.read_checkpoint(pth / "nr.pth"), metric)
+DOWNSCALING = dataclasses.replace(convert.METRICS["topiq_nr-flive"], test_size=40)
+
+
+@pytest.fixture(scope="module")
+def nr_state(pth) -> dict:
+    """The NR checkpoint as the converter reads it. Shared: a test that edits it edits a copy."""
+    return convert.read_checkpoint(pth / "nr.pth")
+
+
+@pytest.fixture(scope="module")
+def downscaled(peers, nr_state):
+    """(dist [2,48,64,3], pyiqa's scores, ours) of the NR model with a test-time resize to 40
+    (48x64 -> 40x53), converted from the .pth: the downscaling parity check, and the one that the
+    swapped-tensor tests below break (their models share its graph and input: one compile)."""
     dist = _images((48, 64), 14)
-    expected = _pyiqa_scores_at(peers["nr"], dist, 40)
-    got = _forward(model, dist)
+    expected = _pyiqa_scores_at(peers["nr"], dist, DOWNSCALING.test_size)
+    return dist, expected, np.asarray(_forward(convert.cfanet_from_pyiqa(nr_state, DOWNSCALING), dist))
+
+
+def test_downscaling_test_time_resize_equals_pyiqa(downscaled):
+    """Downscaling antialiases (a wider triangle filter): 48x64 -> 40x53, model against model."""
+    _, expected, got = downscaled
     assert _compare(got, expected, "NR 48x64 -> 40x53") < TOL
 
 
@@ -220,15 +245,14 @@ def _swap_bn_stats(state):
 
 
 @pytest.mark.parametrize("mistake", [_swap_pool_norms, _swap_key_value, _reverse_top_down, _swap_bn_stats])
-def test_a_wrong_mapping_fails_the_parity_check(peers, mistake):
+def test_a_wrong_mapping_fails_the_parity_check(nr_state, downscaled, mistake):
     """A converter that mapped one tensor pair wrongly (same shapes, so no shape check catches it)
-    would miss the tolerance by orders of magnitude."""
-    state = _state(peers["nr"])
-    dist = _images((32, 32), 16)
-    expected = _pyiqa_scores(peers["nr"], dist)
-    right = _forward(convert.cfanet_from_pyiqa(state, convert.METRICS["topiq_nr"]), dist)
+    would miss the tolerance by orders of magnitude: the downscaling check (2x2 tokens at level 5),
+    with the mistake made in the state dict before the conversion."""
+    dist, expected, right = downscaled
+    state = dict(nr_state)  # the mistakes replace entries, never change an array in place
     mistake(state)
-    wrong = _forward(convert.cfanet_from_pyiqa(state, convert.METRICS["topiq_nr"]), dist)
+    wrong = _forward(convert.cfanet_from_pyiqa(state, DOWNSCALING), dist)
     assert _compare(right, expected, "right map") < TOL
     error = np.abs(np.asarray(wrong) - expected).max() / np.abs(expected).max()
     assert error > 1000 * TOL, error
@@ -259,18 +283,26 @@ def test_face_variants_say_that_faces_must_be_aligned_first():
     assert convert.METRICS["topiq_nr-face-v1"].test_size == 512
 
 
-def test_wrong_variant_and_truncated_files_end_in_one_line(pth, tmp_path):
-    wrong = _convert_cli("pyiqa", pth / "nr.pth", tmp_path / "out", "--metric", "topiq_fr", check=False)
+def test_wrong_variant_and_truncated_files_end_in_one_line(pth, tmp_path, capfd):
+    """The wrong variant through the command itself, in a process of its own (its arguments, its
+    flag, its exit); the truncated file through the same conversion under the command's error
+    handling (cli.one_line_errors, which cli.run wraps main in), in this process."""
+    wrong = subprocess.run(**_convert_command("pyiqa", pth / "nr.pth", tmp_path / "out", "--metric",
+                                              "topiq_fr"), capture_output=True, text=True, timeout=300)
     truncated = tmp_path / "cfanet_fr_kadid_res50-2c4cc61d.pth"
     data = (pth / "fr.pth").read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
-    cut = _convert_cli("pyiqa", truncated, tmp_path / "out", "--metric", "topiq_fr", check=False)
-    for result, says in ((wrong, "is a no-reference CFANet, but --metric topiq_fr is full-reference"),
-                         (cut, "is not a readable PyTorch checkpoint")):
-        assert result.returncode == 1, result.stderr
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], result.stderr
-        assert "Traceback" not in result.stderr
+    capfd.readouterr()
+    with pytest.raises(SystemExit) as cut, cli.one_line_errors():
+        convert.convert(truncated, tmp_path / "out", "topiq_fr")
+    cut_stderr = capfd.readouterr().err
+    for (code, stderr), says in (((wrong.returncode, wrong.stderr),
+                                  "is a no-reference CFANet, but --metric topiq_fr is full-reference"),
+                                 ((cut.value.code, cut_stderr), "is not a readable PyTorch checkpoint")):
+        assert code == 1, stderr
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], stderr
+        assert "Traceback" not in stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -351,7 +383,6 @@ def test_an_existing_folder_is_not_overwritten(pth, exports):
 
 
 def test_predict_scores_an_export_folder_as_pyiqa_does(peers, exports, tmp_path):
-    from bpclip_jax import predict
     from configs import base
 
     images = tmp_path / "images"
@@ -361,7 +392,7 @@ def test_predict_scores_an_export_folder_as_pyiqa_does(peers, exports, tmp_path)
         Image.fromarray(p).save(images / f"{i}.png")
     cfg = base.get_config().predict
     cfg.inputs, cfg.output = str(images), str(tmp_path / "out.csv")
-    predict.predict_command(cfg, exports / "topiq_nr")
+    api.predict_command(cfg, exports / "topiq_nr")
     with open(tmp_path / "out.csv") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: r["file"])
     got = [float(r["score"]) for r in rows]
@@ -404,6 +435,9 @@ def test_horizontal_only_flips_keep_the_random_stream():
     assert [(t, left, h) for t, left, _, h in both] == [(t, left, h) for t, left, _, h in horizontal]
 
 
+# Slow (~30 s on two idle cores): the compile of a CFANet's forward and backward pass, and the
+# config's own random init (eager: one small compile per operation and shape). Nothing to share.
+@pytest.mark.slow
 def test_one_topiq_train_step():
     """configs/topiq_kadid_fr.py:tiny trains: one step of MSE + Norm-in-Norm moves every trained
     parameter (the backbone frozen, as the CPU demos train), except perhaps the attention key

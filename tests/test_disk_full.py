@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bpclip_jax import files, hub, predict
+from bpclip_jax import api, files, predict
 from bpclip_jax.api import Scorer
 from bpclip_jax.files import DiskFullError
 from tests.fault_driver import fill_disk
@@ -113,7 +113,7 @@ def test_a_full_disk_while_predict_writes_keeps_every_row_and_resume_finishes(tr
 
     reference, _ = trained
     kadid_root = data_fixtures.kadid(tmp_path / "set", refs=10, per_ref=4)
-    predict.predict_command(_predict_cfg(kadid_root, small_fs / "all.csv"), reference)  # with space
+    api.predict_command(_predict_cfg(kadid_root, small_fs / "all.csv"), reference)  # with space
     expected = {r["file"]: r["score"] for r in _csv_rows(small_fs / "all.csv")}
 
     output = small_fs / "predictions.csv"
@@ -128,7 +128,7 @@ def test_a_full_disk_while_predict_writes_keeps_every_row_and_resume_finishes(tr
     monkeypatch.setattr(predict.PredictionsFile, "write", write_then_fill)
     cfg = _predict_cfg(kadid_root, output, batch_size=4)
     with pytest.raises(DiskFullError) as err:
-        predict.predict_command(cfg, reference)
+        api.predict_command(cfg, reference)
     assert ONE_LINE.match(f"error: {err.value}") and str(err.value).startswith(f"{output}: ")
     kept = _csv_rows(output)
     assert kept and all(expected[r["file"]] == r["score"] for r in kept if r["score"])
@@ -136,10 +136,10 @@ def test_a_full_disk_while_predict_writes_keeps_every_row_and_resume_finishes(tr
 
     cfg.resume = True  # a resume needs space for its copy of the kept rows: one line again
     with pytest.raises(DiskFullError, match=re.escape(str(output))):
-        predict.predict_command(cfg, reference)
+        api.predict_command(cfg, reference)
     assert _csv_rows(output) == kept  # the CSV as it was
     (small_fs / "ballast").unlink()
-    predict.predict_command(cfg, reference)
+    api.predict_command(cfg, reference)
     rows = _csv_rows(output)
     assert {r["file"]: r["score"] for r in rows} == expected
 
@@ -148,11 +148,11 @@ def test_a_full_disk_in_an_export_names_the_file_and_leaves_no_part(trained, sma
     reference, _ = trained
     scorer = Scorer.from_workdir(reference)
     target = small_fs / "model"
-    hub.export(scorer, target)
+    scorer.export(target)
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     fill_disk(str(small_fs / "ballast"))
     with pytest.raises(DiskFullError) as err:
-        hub.export(scorer, target)
+        scorer.export(target)
     path, needed, _ = ONE_LINE.match(f"error: {err.value}").groups()
     assert path == str(target / "model.safetensors") and needed.endswith("MB")
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before  # the old export, whole

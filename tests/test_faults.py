@@ -47,6 +47,7 @@ def _drive(workdir: Path, root: Path, point: str) -> subprocess.CompletedProcess
 # ------------------------------------------------------------------------------ kills
 
 
+@pytest.mark.slow
 def test_killed_in_every_phase_and_rerun_ends_as_an_unstopped_run(trained, kadid_root, tmp_path):
     """One workdir, killed with SIGKILL mid-step, mid-checkpoint, mid-validation (the epoch's
     latest checkpoint not yet written), in the last checkpoint and mid-test, rerun after each:
@@ -71,6 +72,7 @@ def test_killed_in_every_phase_and_rerun_ends_as_an_unstopped_run(trained, kadid
     assert not (tmp_path / "checkpoints/corrupt").exists()
 
 
+@pytest.mark.slow
 def test_resumed_tensorboard_events_purge_the_steps_that_are_rerun(trained, kadid_root, tmp_path):
     train.train_and_evaluate(tiny_config(kadid_root, stop_at_step=4), tmp_path)
     (tmp_path / "metrics.jsonl").open("a").write(json.dumps({"step": 5, "train/loss": 9.0}) + "\n")
@@ -179,13 +181,13 @@ def test_the_selected_step_is_read_from_latest_when_best_is_damaged_else_refused
             ckpt.save_best(2, {"params": _tree(2)["params"]}, best)
         ckpt.save_latest(step, _tree(step), {"history": [], "best": best if step == 2 else None})
     _flip(_largest_data_file(tmp_path / "checkpoints/best/2"))
-    step, params, how = ckpt.restore_selected({"params": _tree(0)["params"]}, _tree(0))
+    step, params, how = ckpt.restore_selected({"params": _tree(0)["params"]})
     assert (step, how) == (2, "best")
     np.testing.assert_array_equal(params["w"], _tree(2)["params"]["w"])
     ckpt.save_latest(3, _tree(3), {"history": [], "best": best})
     ckpt.save_latest(4, _tree(4), {"history": [], "best": best})  # latest/2 is gone now
     with pytest.raises(checkpoint.CheckpointError, match="selected checkpoint .*best/2 is unusable"):
-        ckpt.restore_selected({"params": _tree(0)["params"]}, _tree(0))
+        ckpt.restore_selected({"params": _tree(0)["params"]})
     ckpt.close()
 
 
@@ -251,12 +253,13 @@ def test_a_best_step_saved_without_its_record_is_not_selected(tmp_path):
     ckpt.save_best(1, {"params": _tree(1)["params"]}, first)
     ckpt.save_latest(1, _tree(1), {"history": [], "best": first})
     ckpt.save_best(2, {"params": _tree(2)["params"]}, {"step": 2, "srcc": 0.9, "plcc": 0.9})
-    step, params, _ = ckpt.restore_selected({"params": _tree(0)["params"]}, _tree(0))
+    step, params, _ = ckpt.restore_selected({"params": _tree(0)["params"]})
     assert step == 1
     np.testing.assert_array_equal(params["w"], _tree(1)["params"]["w"])
     ckpt.close()
 
 
+@pytest.mark.slow
 def test_training_falls_back_past_a_damaged_checkpoint_and_rebuilds_best_json(trained, kadid_root,
                                                                                 tmp_path, caplog):
     reference, results = trained
@@ -274,6 +277,7 @@ def test_training_falls_back_past_a_damaged_checkpoint_and_rebuilds_best_json(tr
 # ------------------------------------------------------------------------------ non-finite state
 
 
+@pytest.mark.slow
 def test_non_finite_parameters_are_never_saved_and_the_error_names_the_step(kadid_root, tmp_path):
     config = tiny_config(kadid_root, steps_per_epoch=1)
     config.optim.lr = 1e39  # inf in float32: the first update makes the parameters non-finite
@@ -314,6 +318,7 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path):
     assert lock.holder(tmp_path) is None
 
 
+@pytest.mark.slow
 def test_evaluation_of_a_workdir_in_use_is_refused_at_once(trained):
     """Evaluation writes results.json and metrics.jsonl, which the training run on the workdir
     writes too: it waits for no one and overwrites nothing."""

@@ -1,93 +1,23 @@
 """Models shared as hub models: the model card of an export, and `Scorer.from_pretrained("user/repo")`
-against a local stand-in for the hub (huggingface_hub pointed at it with HF_ENDPOINT): revisions
-pinned, files cached, offline use from the cache, one-line errors."""
+against the local stand-in for the hub (tests/hub_stand_in.py, reached through HF_ENDPOINT):
+revisions pinned, files cached, offline use from the cache, one-line errors."""
 
-import hashlib
 import json
-import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import ml_collections
 import pytest
 
-from bpclip_jax import hub
+from bpclip_jax import api, hub
 from bpclip_jax.api import Scorer
 from bpclip_jax.build import create_model
 from configs import base
+from tests.hub_stand_in import StandInHub
 from tests.run_fixtures import untrained_workdir
 
 ROOT = Path(__file__).parent.parent
-_RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/([^?]+)")
-
-
-class ModelHubStandIn:
-    """The one route huggingface_hub's hf_hub_download uses for a model repo, HEAD and GET of
-    /<owner>/<name>/resolve/<revision>/<file>, answered as the hub answers: X-Repo-Commit and ETag
-    headers, and X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound on a 404."""
-
-    def __init__(self):
-        self.commits: dict[str, dict[str, dict[str, bytes]]] = {}  # repo -> commit -> file -> bytes
-        self.branches: dict[str, dict[str, str]] = {}              # repo -> branch -> commit
-        self.requests: list[str] = []
-        stand_in = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                stand_in._answer(self, body=True)
-
-            def do_HEAD(self):
-                stand_in._answer(self, body=False)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def push(self, repo: str, folder: Path, branch: str = "main") -> str:
-        """Commits every file of `folder` to `repo` and moves `branch` to it; returns the commit."""
-        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-        commit = hashlib.sha1(repr(sorted((k, hashlib.sha1(v).hexdigest()) for k, v in files.items()))
-                              .encode()).hexdigest()
-        self.commits.setdefault(repo, {})[commit] = files
-        self.branches.setdefault(repo, {})[branch] = commit
-        return commit
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _answer(self, handler, body: bool) -> None:
-        self.requests.append(handler.path)
-        match = _RESOLVE.match(handler.path)
-        repo, revision, name = match.groups() if match else (None, None, None)
-        if repo not in self.commits:
-            return self._send(handler, 404, {"X-Error-Code": "RepoNotFound"}, b"", body)
-        commit = self.branches[repo].get(revision, revision)
-        if commit not in self.commits[repo]:
-            return self._send(handler, 404, {"X-Error-Code": "RevisionNotFound"}, b"", body)
-        data = self.commits[repo][commit].get(name)
-        if data is None:
-            missing = {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}
-            return self._send(handler, 404, missing, b"", body)
-        headers = {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
-        self._send(handler, 200, headers, data, body)
-
-    @staticmethod
-    def _send(handler, status: int, headers: dict, data: bytes, body: bool) -> None:
-        handler.send_response(status)
-        for key, value in {**headers, "Content-Length": str(len(data))}.items():
-            handler.send_header(key, value)
-        handler.end_headers()
-        if body:
-            handler.wfile.write(data)
 
 
 LOAD = """
@@ -128,12 +58,12 @@ def _nr_scorer(seed: int) -> Scorer:
     return Scorer(create_model(config.model, seed=seed), config, dataset="koniq10k")
 
 
+@pytest.mark.slow
 def test_from_pretrained_fetches_a_pinned_revision_and_works_offline_from_the_cache(tmp_path):
     first, second = _nr_scorer(1).export(tmp_path / "v1"), _nr_scorer(2).export(tmp_path / "v2")
     (tmp_path / "partial").mkdir()
     (tmp_path / "partial" / "config.json").write_bytes((first / "config.json").read_bytes())
-    stand_in = ModelHubStandIn()
-    try:
+    with StandInHub() as stand_in:
         pinned = stand_in.push("lab/bpclip-koniq", first)
         latest = stand_in.push("lab/bpclip-koniq", second)
         stand_in.push("lab/not-a-model", tmp_path / "partial")
@@ -143,8 +73,6 @@ def test_from_pretrained_fetches_a_pinned_revision_and_works_offline_from_the_ca
             ["no such revision", "lab/bpclip-koniq", "v9", ""],
             ["not a model", "lab/not-a-model", None, ""],
         ])
-    finally:
-        stand_in.close()
     assert online["pinned"] == {"source": f"lab/bpclip-koniq@{pinned}", "same_weights": True}
     assert online["main"] == {"source": f"lab/bpclip-koniq@{latest}", "same_weights": True}
     assert online["no such revision"].startswith("error: could not get config.json of lab/bpclip-koniq@v9 "
@@ -158,6 +86,7 @@ def test_from_pretrained_fetches_a_pinned_revision_and_works_offline_from_the_ca
     assert offline["cached"] == {"source": f"lab/bpclip-koniq@{pinned}", "same_weights": True}
 
 
+@pytest.mark.slow
 def test_export_writes_a_model_card_from_the_runs_results(tmp_path):
     workdir = tmp_path / "run"
     untrained_workdir(workdir, full_reference=True)
@@ -166,7 +95,7 @@ def test_export_writes_a_model_card_from_the_runs_results(tmp_path):
                                  "rmse": 0.4321, "n": 4}}
     (workdir / "results.json").write_text(json.dumps(results))
     cfg = ml_collections.ConfigDict({"path": str(tmp_path / "export")})
-    hub.export_command(cfg, workdir)
+    api.export_command(cfg, workdir)
     card = (tmp_path / "export" / "README.md").read_text()
     for expected in ("# BPCLIP-FR trained on KADID-10k",
                      "Its score is on KADID-10k's 1-5 scale, higher is better.",
@@ -193,4 +122,4 @@ def test_export_of_a_workdir_without_config_json_is_one_clear_error(tmp_path):
     from bpclip_jax.errors import UserError
 
     with pytest.raises(UserError, match="holds no config.json"):
-        hub.export_command(ml_collections.ConfigDict({"path": str(tmp_path / "out")}), tmp_path)
+        api.export_command(ml_collections.ConfigDict({"path": str(tmp_path / "out")}), tmp_path)

@@ -50,6 +50,7 @@ def value_and_grad():
     return jax.jit(jax.value_and_grad(lambda loss, x: loss(x), argnums=1))
 
 
+@pytest.mark.slow
 def test_loss_is_one_minus_the_normalized_score_and_says_so(nr, images, value_and_grad):
     loss_fn = nr.as_loss()
     value, _ = value_and_grad(loss_fn, images)
@@ -72,6 +73,7 @@ def smooth_scorer() -> Scorer:
     return Scorer(model, scorer.config, dataset=scorer.dataset)
 
 
+@pytest.mark.slow
 def test_gradient_matches_finite_differences(images, value_and_grad):
     loss_fn = smooth_scorer().as_loss()
     _, grad = value_and_grad(loss_fn, images)
@@ -89,6 +91,7 @@ def test_gradient_matches_finite_differences(images, value_and_grad):
     assert max(errors) < FD_TOLERANCE
 
 
+@pytest.mark.slow
 def test_weights_are_arguments_of_the_compiled_program_not_constants(nr, images):
     """Passed as an argument, the loss's 45 M weights (NR) are parameters of the program; closed over,
     jax would embed them as constants (a program text of hundreds of MB)."""
@@ -98,6 +101,7 @@ def test_weights_are_arguments_of_the_compiled_program_not_constants(nr, images)
     assert sum(x.size for x in leaves) > 30_000_000
 
 
+@pytest.mark.slow
 def test_vmap_over_a_leading_axis(nr, images):
     per_item = nr.as_loss(reduction="none")
     stacked = images[:, None]  # [2, 1, 32, 32, 3]: two batches of one image
@@ -107,6 +111,7 @@ def test_vmap_over_a_leading_axis(nr, images):
     np.testing.assert_allclose(vmapped, direct, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_remat_recomputes_blocks_and_gives_the_same_gradient(nr, images, value_and_grad):
     plain, remat = nr.as_loss(), nr.as_loss(remat=True)
     step = jax.jit(jax.grad(lambda loss, x: loss(x), argnums=1))
@@ -115,6 +120,7 @@ def test_remat_recomputes_blocks_and_gives_the_same_gradient(nr, images, value_a
     np.testing.assert_allclose(step(remat, images), value_and_grad(plain, images)[1], rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_bad_calls_are_named():
     fr = _scorer(full_reference=True)
     x = jnp.zeros((1, 32, 32, 3))
@@ -128,6 +134,7 @@ def test_bad_calls_are_named():
         fr.as_loss(reduction="max")
 
 
+@pytest.mark.slow
 def test_four_fake_devices_match_one():
     out = subprocess.run([sys.executable, "-m", "tests.loss_sharding_check"], capture_output=True, text=True,
                          cwd=Path(__file__).parent.parent, timeout=600)

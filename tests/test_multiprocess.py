@@ -94,6 +94,7 @@ def one_process(kadid_root, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_survive_a_death_and_resume_exactly(one_process, kadid_root, tmp_path):
     # Process 1 dies before step 4: process 0 must stop within the heartbeat timeout, naming it.
     p0, p1 = _processes(2, 2, [sys.executable, "-m", "tests.fault_driver", str(tmp_path), str(kadid_root),
@@ -124,6 +125,7 @@ def test_two_processes_train_as_one_survive_a_death_and_resume_exactly(one_proce
     _assert_same_results(_results(one_process), _results(tmp_path))
 
 
+@pytest.mark.slow
 def test_one_process_checkpoints_restore_in_two_processes(one_process):
     before = _results(one_process)
     out = _launch_local(2, 2, "--mode=eval", f"--workdir={one_process}")

@@ -207,6 +207,7 @@ def test_check_command_reports_every_problem(tmp_path, capsys):
 # ---------------------------------------------------------------- synthetic sets
 
 
+@pytest.mark.slow
 def test_synthetic_fr_set_is_kadid_shaped_labelled_and_deterministic(tmp_path):
     a = synthetic.build(tmp_path / "a", "fr", seed=0, photos=2)
     records = data_pipelines.load("kadid10k", a)
@@ -231,6 +232,7 @@ def test_synthetic_fr_set_is_kadid_shaped_labelled_and_deterministic(tmp_path):
         assert not np.array_equal(read_rgb(r.dist), read_rgb(r.ref))
 
 
+@pytest.mark.slow
 def test_synthetic_nr_set_is_koniq_shaped(tmp_path):
     root = synthetic.build(tmp_path, "nr", seed=0, photos=3)
     records = data_pipelines.load("koniq10k", root)

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from bpclip_jax import predict
+from bpclip_jax import api, predict
 from bpclip_jax.api import Scorer
 from bpclip_jax.errors import UserError
 from bpclip_jax.inputs import SizePolicy
@@ -22,16 +22,9 @@ ROOT = Path(__file__).parent.parent
 
 
 def main_py(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """main.py in a subprocess that shares this session's compilation cache (tests/conftest.py)."""
-    import os
-
-    import jax
-
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "1",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    """main.py in a subprocess (it inherits the session's compilation cache: tests/conftest.py)."""
     return subprocess.run([sys.executable, "main.py", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, env=env)
+                          timeout=timeout)
 
 
 def error_line(out: subprocess.CompletedProcess) -> str:
@@ -62,6 +55,7 @@ def nr_workdir(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_mistakes_are_refused_in_one_line_before_the_model_loads(tmp_path):
     """Each of these needs only config.json: the refusal comes before any checkpoint is read."""
     fr, images = tmp_path / "fr_run", tmp_path / "images"
@@ -106,6 +100,7 @@ def test_mistakes_are_refused_in_one_line_before_the_model_loads(tmp_path):
     assert "holds no config.json" in error_line(outs["no config.json"])
 
 
+@pytest.mark.slow
 def test_a_huge_image_fails_its_row_and_the_others_are_written(nr_workdir, tmp_path):
     """A 225-megapixel PNG (PIL's DecompressionBombError) used to end the run with rc 1 and no CSV."""
     images = tmp_path / "images"
@@ -127,6 +122,7 @@ def test_a_huge_image_fails_its_row_and_the_others_are_written(nr_workdir, tmp_p
     assert "2 scored, 1 failed" in out.stdout
 
 
+@pytest.mark.slow
 def test_rows_survive_an_interrupt_and_resume_scores_only_the_rest(nr_workdir, tmp_path, monkeypatch):
     images = tmp_path / "images"
     for i in range(3):
@@ -143,14 +139,14 @@ def test_rows_survive_an_interrupt_and_resume_scores_only_the_rest(nr_workdir, t
 
     monkeypatch.setattr(Scorer, "run", interrupted_on_the_third)
     with pytest.raises(KeyboardInterrupt):
-        predict.predict_command(predict_cfg(images, output=str(output), batch_size=1), nr_workdir)
+        api.predict_command(predict_cfg(images, output=str(output), batch_size=1), nr_workdir)
     assert [Path(r["file"]).name for r in read_rows(output)] == ["im0.png", "im1.png"]  # flushed rows
 
     with pytest.raises(UserError, match="resume=True scores only the images it lacks"):
-        predict.predict_command(predict_cfg(images, output=str(output)), nr_workdir)
+        api.predict_command(predict_cfg(images, output=str(output)), nr_workdir)
     monkeypatch.setattr(Scorer, "run", lambda self, pairs: calls.append(len(pairs)) or run(self, pairs))
     calls.clear()
-    predict.predict_command(predict_cfg(images, output=str(output), resume=True), nr_workdir)
+    api.predict_command(predict_cfg(images, output=str(output), resume=True), nr_workdir)
     rows = read_rows(output)
     assert [Path(r["file"]).name for r in rows] == ["im0.png", "im1.png", "im2.png"] and calls == [1]
     assert all(r["error"] == "" and np.isfinite(float(r["score"])) for r in rows)
@@ -160,7 +156,7 @@ def test_rows_survive_an_interrupt_and_resume_scores_only_the_rest(nr_workdir, t
 
     monkeypatch.setattr(Scorer, "run", bug)  # a bug is no image's fault: it propagates, traceback kept
     with pytest.raises(RuntimeError, match="a bug in the model code"):
-        predict.predict_command(predict_cfg(images, output=str(tmp_path / "other.csv")), nr_workdir)
+        api.predict_command(predict_cfg(images, output=str(tmp_path / "other.csv")), nr_workdir)
 
 
 def test_resume_keeps_scored_rows_and_drops_failed_and_cut_ones(tmp_path):

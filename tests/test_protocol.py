@@ -195,12 +195,10 @@ def test_progress_is_read_from_metrics_jsonl_as_it_grows_and_after_a_rewrite(tmp
 @pytest.fixture(scope="module")
 def launch(tmp_path_factory):
     """launch(workdir, *flags) -> the protocol's process on the tiny config (2 one-step epochs) over
-    3 splits of a 10-reference KADID fixture; its children share one XLA compilation cache."""
+    3 splits of a 10-reference KADID fixture; its children share the session's XLA compilation
+    cache (tests/conftest.py)."""
     root = data_fixtures.kadid(tmp_path_factory.mktemp("kadid"), refs=10, per_ref=4)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1",
-           "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla_cache")),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1"}
 
     def launch(workdir: Path, *more: str) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "bpclip_jax.protocol", "--config=configs/kadid_fr.py:tiny",
@@ -244,6 +242,7 @@ def sequential(launch, tmp_path_factory):
     return workdir, first_out, second_out
 
 
+@pytest.mark.slow
 def test_a_killed_launcher_leaves_no_split_running_and_resumes(sequential):
     workdir, first_out, second_out = sequential
     assert "split 1: started" in first_out and "split 2" not in first_out
@@ -257,6 +256,7 @@ def test_a_killed_launcher_leaves_no_split_running_and_resumes(sequential):
     assert table["done"] == [0, 1, 2] and table["selection"] == ["best kadid10k/val SRCC"]
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_launcher_checkpoints_every_running_split_and_exits_75(sequential, launch,
                                                                               tmp_path_factory):
     """SLURM's SIGTERM (preemption, time limit) to the launcher: it passes it to the running splits,
@@ -282,6 +282,7 @@ def test_sigterm_to_the_launcher_checkpoints_every_running_split_and_exits_75(se
     assert (workdir / "table.md").read_text() == (sequential[0] / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_parallel_2_writes_the_table_of_parallel_1(sequential, launch, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("parallel_2")
     code, out = finish(launch(workdir, "--parallel=2"))
@@ -293,6 +294,7 @@ def test_parallel_2_writes_the_table_of_parallel_1(sequential, launch, tmp_path_
     assert table in out  # printed too
 
 
+@pytest.mark.slow
 def test_a_failing_split_is_retried_once_reported_and_missing_from_the_table(sequential, launch,
                                                                               tmp_path_factory):
     workdir = tmp_path_factory.mktemp("failing")

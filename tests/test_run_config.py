@@ -60,6 +60,7 @@ def top_down_run(kadid_root, tmp_path_factory):
     return workdir, train.train_and_evaluate(config, workdir)
 
 
+@pytest.mark.slow
 def test_evaluation_builds_the_model_the_run_was_trained_with(top_down_run, kadid_root, capsys):
     workdir, results = top_down_run
     again = train.evaluate_workdir(tiny_config(kadid_root), workdir)  # a bottom-up command line
@@ -71,12 +72,14 @@ def test_evaluation_builds_the_model_the_run_was_trained_with(top_down_run, kadi
         train.evaluate_workdir(tiny_config(kadid_root), workdir, {"model.direction": "bottom_up"})
 
 
+@pytest.mark.slow
 def test_a_resumed_run_must_be_the_run_it_continues(top_down_run, kadid_root):
     workdir, _ = top_down_run
     with pytest.raises(WorkdirError, match="refusing to resume it: model.direction"):
         train.train_and_evaluate(tiny_config(kadid_root), workdir)
 
 
+@pytest.mark.slow
 def test_best_checkpoints_hold_no_optimizer_state(trained):
     import orbax.checkpoint as ocp
 
@@ -129,6 +132,7 @@ def test_no_protocol_tests_the_last_checkpoint_of_the_periodic_cosine():
         assert config.data.select_part, path.stem
 
 
+@pytest.mark.slow
 def test_results_say_how_the_checkpoint_was_selected(trained):
     workdir, results = trained
     assert results["selection"]["how"] == "best kadid10k/val SRCC"

@@ -23,6 +23,7 @@ def _params(workdir: Path, step: int):
     return restored["params"]
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_everything(trained):
     workdir, results = trained
     assert set(results) == {"selection", "kadid10k/test"} and results["kadid10k/test"]["n"] == 4
@@ -41,6 +42,7 @@ def test_tiny_run_writes_everything(trained):
     assert sorted(int(p.name) for p in latest.iterdir() if p.name.isdigit()) == [3, 6]
 
 
+@pytest.mark.slow
 def test_results_equal_the_metrics_of_the_saved_predictions(trained):
     workdir, results = trained
     with (workdir / "predictions_kadid10k_test.csv").open() as f:
@@ -60,6 +62,7 @@ def test_results_equal_the_metrics_of_the_saved_predictions(trained):
         assert value == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_run_ends_where_an_unstopped_one_does(trained, kadid_root, tmp_path):
     workdir, _ = trained
     assert train.train_and_evaluate(tiny(kadid_root, stop_at_step=4), tmp_path) == {}
@@ -76,12 +79,14 @@ def _leaves(tree):
     return jax.tree.leaves(tree)
 
 
+@pytest.mark.slow
 def test_eval_mode_reevaluates_the_best_checkpoint(trained, kadid_root):
     workdir, results = trained
     again = train.evaluate_workdir(tiny(kadid_root), workdir)
     assert again["kadid10k/test"] == pytest.approx(results["kadid10k/test"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(kadid_root, tmp_path):
     config = tiny(kadid_root, steps_per_epoch=1)
     config.optim.lr = 1e30  # the first update sends the parameters to infinity
@@ -93,6 +98,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     assert all(np.all(np.isfinite(x)) for x in _leaves(_params(tmp_path, 1)))
 
 
+@pytest.mark.slow
 def test_eight_fake_devices_match_one_in_training_and_evaluation():
     out = subprocess.run([sys.executable, "-m", "tests.multidevice_check"], capture_output=True,
                          text=True, cwd=Path(__file__).parent.parent, timeout=600)
@@ -110,6 +116,7 @@ def test_eight_fake_devices_match_one_in_training_and_evaluation():
     assert result["eval_max_abs"] < 1e-3 * result["eval_spread"]
 
 
+@pytest.mark.slow
 def test_scorer_from_workdir_reproduces_the_test_predictions(trained):
     from bpclip_jax.api import Scorer
 
@@ -122,6 +129,7 @@ def test_scorer_from_workdir_reproduces_the_test_predictions(trained):
 
 
 
+@pytest.mark.slow
 def test_train_loop_does_not_sync_the_host_between_log_steps(kadid_root, tmp_path, monkeypatch):
     """Each step's outputs (state and metrics) are made to wait on a slow device computation
     (~0.3 s); a host sync on them between log steps (float(loss), int(state.step),
