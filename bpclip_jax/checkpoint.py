@@ -34,7 +34,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from bpclip_jax.errors import WorkdirError
-from bpclip_jax.files import DiskFullError, atomic_write, disk_full, disk_full_message, free_bytes
+from bpclip_jax.files import (
+    DiskFullError,
+    atomic_write,
+    disk_full,
+    disk_full_message,
+    free_bytes,
+    quiet_writer_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +145,7 @@ class Checkpoints:
 
         if free_bytes(where.parent) < needed:
             raise DiskFullError(disk_full_message(where, needed))
-        with disk_full(where, needed, remove_partial):
+        with disk_full(where, needed, remove_partial), quiet_writer_threads():
             manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
                                                        meta=ocp.args.JsonSave(meta)), force=True)
             manager.wait_until_finished()

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
+import os
 import shutil
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,6 +98,66 @@ def disk_full(path: str | Path, needed: int, cleanup: Callable[[], None] | None 
             logger.removeFilter(quiet)
             for handler in logger.handlers:
                 handler.removeFilter(quiet)
+
+
+class _NoSpaceTasks(logging.Filter):
+    """Drops asyncio's 'Task exception was never retrieved' records of writes that found no space
+    (the writer threads of a failed checkpoint, collected later): DiskFullError said it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and is_disk_full(record.exc_info[1])) and not is_disk_full(
+            Exception(record.getMessage()))
+
+
+@contextlib.contextmanager
+def quiet_writer_threads(settle_s: float = 1.0, limit_s: float = 20.0):
+    """Holds back what a library's writer threads print to stderr in the block when the block fails
+    for lack of space. orbax writes a checkpoint with many concurrent tensorstore operations; when
+    one finds the disk full, the save fails at once while the others are still running, and each of
+    them then prints a traceback (to a closed event loop: hundreds of them) and leaves an asyncio
+    task whose failure is logged when it is collected. Here stderr (the file descriptor, which the
+    threads' C callbacks write to) goes to memory during the block: on success it is passed on
+    unchanged; on a full disk the block's error is raised once the threads have gone quiet (no
+    output for `settle_s`, at most `limit_s`) and their output is dropped."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    buffer = os.memfd_create("stderr")
+    os.dup2(buffer, 2)
+    failed = False
+    try:
+        yield
+    except BaseException as err:
+        failed = is_disk_full(err)
+        if failed:
+            _settle(buffer, settle_s, limit_s)
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        if not failed:
+            os.lseek(buffer, 0, os.SEEK_SET)
+            while chunk := os.read(buffer, 1 << 16):
+                os.write(2, chunk)
+        else:
+            logging.getLogger("asyncio").addFilter(_NoSpaceTasks())
+        os.close(buffer)
+
+
+def _settle(fd: int, settle_s: float, limit_s: float) -> None:
+    """Waits until nothing more is written to `fd` for `settle_s` (at most `limit_s`), collecting
+    garbage so that the failed writers' tasks report now rather than at exit."""
+    start = last_change = time.monotonic()
+    size = os.fstat(fd).st_size
+    while time.monotonic() - start < limit_s:
+        time.sleep(0.1)
+        gc.collect()
+        sys.stderr.flush()
+        now = os.fstat(fd).st_size
+        if now != size:
+            size, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change >= settle_s:
+            return
 
 
 def atomic_write(path: str | Path, content: str | bytes) -> Path:

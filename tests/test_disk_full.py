@@ -54,6 +54,7 @@ def _one_line(stderr: str) -> re.Match:
     return match
 
 
+@pytest.mark.slow
 def test_a_full_disk_in_training_is_one_line_and_the_rerun_ends_as_an_unstopped_run(
         trained, kadid_root, small_fs):
     """The disk fills before the last epoch's step 6 (its log rows, validation or checkpoint find it
@@ -103,6 +104,7 @@ def _predict_cfg(root: Path, output: Path, **kw):
     return cfg
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_predict_writes_keeps_every_row_and_resume_finishes(trained, small_fs,
                                                                             tmp_path, monkeypatch):
     """The disk fills after predict's first rows (40 images: the rows outgrow the CSV's last
@@ -218,3 +220,27 @@ def test_an_injected_enospc_in_a_checkpoint_write_removes_the_partial_step(tmp_p
         assert ckpt.restore_latest({"w": jnp.zeros(1000)})[0] == 1
     finally:
         ckpt.close()
+
+
+def test_writer_threads_are_quiet_after_a_full_disk_and_heard_otherwise(capfd):
+    """What threads print to stderr while a checkpoint is written: passed on when the write
+    succeeds; dropped, once they have gone quiet, when it failed for lack of space (orbax's
+    concurrent writers each print a traceback after the first one fails)."""
+    import threading
+    import time
+
+    def late_writer(text):
+        time.sleep(0.3)  # after the block has failed
+        os.write(2, text)
+
+    with files.quiet_writer_threads(settle_s=0.5):
+        os.write(2, b"a library's warning\n")
+    assert capfd.readouterr().err == "a library's warning\n"
+    with pytest.raises(OSError), files.quiet_writer_threads(settle_s=0.5):
+        threading.Thread(target=late_writer, args=(b"Traceback: Event loop is closed\n",)).start()
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(ValueError), files.quiet_writer_threads(settle_s=0.5):
+        os.write(2, b"an unrelated failure's output\n")
+        raise ValueError("not a full disk")
+    assert capfd.readouterr().err == "an unrelated failure's output\n"
