@@ -44,6 +44,7 @@ def test_bf16_drift_scores_a_run_in_both_dtypes_and_writes_nothing(trained, caps
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_like_for_like_row_times_our_cfanet_and_pyiqas():
     """--model cfanet: our TOPIQ against pyiqa's CFANet, one step each on a tiny input."""
     ours = throughput.bench_jax("fr", batch=2, crop=32, dtype="float32", steps=1, warmup=0, arch="cfanet")

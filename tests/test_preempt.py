@@ -42,6 +42,7 @@ def _latest_steps(workdir: Path) -> list[int]:
     return sorted(int(p.name) for p in (workdir / "checkpoints/latest").iterdir() if p.name.isdigit())
 
 
+@pytest.mark.slow
 def test_sigterm_in_a_step_in_validation_and_in_a_checkpoint_write_loses_no_step(unstopped, kadid_root,
                                                                                 tmp_path):
     """SIGTERM while step 1 runs (between log rows), in the validation after step 3, and while the
@@ -73,6 +74,7 @@ def test_sigterm_in_a_step_in_validation_and_in_a_checkpoint_write_loses_no_step
     assert not list((tmp_path / "checkpoints/latest").glob("*tmp*"))
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_last_step_and_in_the_test_loses_nothing(unstopped, kadid_root, tmp_path):
     """SIGTERM during the run's last step (an epoch end, before its validation), then during the
     final test: the first rerun has no step left to train but must still validate step 6 before
