@@ -14,14 +14,15 @@ The whole model, text branch included, on stand-in text features (no CLIP text t
 shared template direction, six dimension clusters, a good/bad axis; text.clip_like_features), and
 the regression reads their cosines with the image (`model.text_head='cosine'`, Eq. 9 as printed).
 Under Fig. 1's softmax(100 s) instead (`--config.model.text_head=softmax`) the same demo collapsed:
-every test image got one score (test SRCC 0.46, prediction spread 0.00 of the labels';
+every test image got one score (test SRCC 0.29-0.46 in three runs, prediction spread 0.00 of the labels';
 benchmarks/text_head_study.py). With `model.pretrained=True` the text features are CLIP's, as in
 the paper.
 
 lr 4e-4 over 12 epochs: at the 2e-4 and 10 epochs the study ran, the cosine head tested at SRCC
-0.868 and 0.814 over two seeds, its validation SRCC still rising at the end. Measured on 2 busy
-CPU cores (the study running beside it): test SRCC 0.921, PLCC 0.910 (n 160), predictions spread
-0.90 of the labels', the checkpoint of step 700 selected (validation SRCC 0.883). Its numbers
+0.868 and 0.814 over two seeds, its validation SRCC still rising at the end. Measured from a
+fresh clone on 2 CPU cores (the test suite running beside it): test SRCC 0.921, PLCC 0.910 (n
+160), predictions spread 0.90 of the labels', the checkpoint of step 700 selected (validation SRCC
+0.883), 13 min 26 s wall with the set's build, 3.3 GB peak memory. Its numbers
 measure the code path, not the paper: the labels are a function of distortion type and level.
 """
 

@@ -30,6 +30,7 @@ def test_health_tells_a_collapsed_model_from_a_live_one():
     assert "cos_spread" not in evaluate.health(records, np.linspace(0, 1, 20), None)
 
 
+@pytest.mark.slow  # validates a model under each head (compiles three)
 @pytest.mark.parametrize("head, cause", [
     ("softmax", "model.text_head=softmax) saturates: every image reads the same prompt. "
                 "Try --config.model.text_head=cosine"),

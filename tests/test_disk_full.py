@@ -146,6 +146,7 @@ def test_a_full_disk_while_predict_writes_keeps_every_row_and_resume_finishes(tr
     assert {r["file"]: r["score"] for r in rows} == expected
 
 
+@pytest.mark.slow  # needs the trained run
 def test_a_full_disk_in_an_export_names_the_file_and_leaves_no_part(trained, small_fs):
     reference, _ = trained
     scorer = Scorer.from_workdir(reference)
