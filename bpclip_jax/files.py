@@ -121,7 +121,7 @@ def quiet_writer_threads(settle_s: float = 1.0, limit_s: float = 20.0):
     output for `settle_s`, at most `limit_s`) and their output is dropped."""
     sys.stderr.flush()
     saved = os.dup(2)
-    buffer = os.memfd_create("stderr")
+    buffer = _memory_file()
     os.dup2(buffer, 2)
     failed = False
     try:
@@ -142,6 +142,16 @@ def quiet_writer_threads(settle_s: float = 1.0, limit_s: float = 20.0):
         else:
             logging.getLogger("asyncio").addFilter(_NoSpaceTasks())
         os.close(buffer)
+
+
+def _memory_file() -> int:
+    """A file descriptor of an anonymous file: in memory where the OS has memfd_create (Linux),
+    else an unlinked temporary file (macOS), never on the disk being written."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("stderr")
+    import tempfile
+
+    return os.dup(tempfile.TemporaryFile().fileno())
 
 
 def _settle(fd: int, settle_s: float, limit_s: float) -> None:
