@@ -215,7 +215,8 @@ def predict_command(cfg, workdir) -> None:
     request = predict.request(cfg, workdir)
     sizes = dict(size_step=request.sizes.size_step, short_side=request.sizes.short_side)
     folder = Path(workdir)
-    exported = all((folder / name).is_file() for name in hub.FILES) and not (folder / "checkpoints").exists()
+    # an export folder (model.safetensors, no checkpoints/); from_pretrained names a missing file
+    exported = (folder / "model.safetensors").is_file() and not (folder / "checkpoints").exists()
     load = Scorer.from_pretrained if exported else Scorer.from_workdir
     scorer = load(folder, **sizes) if request.needs_model else None
     predict.execute(request, scorer)

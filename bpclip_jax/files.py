@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -109,6 +110,10 @@ class _NoSpaceTasks(logging.Filter):
             Exception(record.getMessage()))
 
 
+_NO_SPACE_TASKS = _NoSpaceTasks()
+_STDERR_LOCK = threading.Lock()  # fd 2 is the process's: one redirection at a time
+
+
 @contextlib.contextmanager
 def quiet_writer_threads(settle_s: float = 1.0, limit_s: float = 20.0):
     """Holds back what a library's writer threads print to stderr in the block when the block fails
@@ -116,42 +121,67 @@ def quiet_writer_threads(settle_s: float = 1.0, limit_s: float = 20.0):
     one finds the disk full, the save fails at once while the others are still running, and each of
     them then prints a traceback (to a closed event loop: hundreds of them) and leaves an asyncio
     task whose failure is logged when it is collected. Here stderr (the file descriptor, which the
-    threads' C callbacks write to) goes to memory during the block: on success it is passed on
-    unchanged; on a full disk the block's error is raised once the threads have gone quiet (no
-    output for `settle_s`, at most `limit_s`) and their output is dropped."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    buffer = _memory_file()
-    os.dup2(buffer, 2)
-    failed = False
-    try:
-        yield
-    except BaseException as err:
-        failed = is_disk_full(err)
-        if failed:
-            _settle(buffer, settle_s, limit_s)
-        raise
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        if not failed:
-            os.lseek(buffer, 0, os.SEEK_SET)
-            while chunk := os.read(buffer, 1 << 16):
-                os.write(2, chunk)
-        else:
-            logging.getLogger("asyncio").addFilter(_NoSpaceTasks())
-        os.close(buffer)
+    threads' C callbacks write to) goes to an anonymous file during the block: on success, or any
+    other failure, it is passed on unchanged; on a full disk the block's error is raised once the
+    threads have gone quiet (no output for `settle_s`, at most `limit_s`) and their output is
+    dropped. The price: what is printed during a save reaches stderr when the save ends (or never,
+    if the process dies in it). Where stderr cannot be redirected, the block runs as it is."""
+    with _STDERR_LOCK:
+        buffer = saved = None
+        try:
+            sys.stderr.flush()
+            buffer = _memory_file()
+            saved = os.dup(2)
+            os.dup2(buffer, 2)
+        except (OSError, ValueError):
+            for fd in (buffer, saved):
+                if fd is not None:
+                    os.close(fd)
+            buffer = None
+        if buffer is None:
+            yield
+            return
+        failed = False
+        try:
+            yield
+        except BaseException as err:
+            failed = is_disk_full(err)
+            if failed:
+                _settle(buffer, settle_s, limit_s)
+                logging.getLogger("asyncio").addFilter(_NO_SPACE_TASKS)  # once: filters are a set
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            try:
+                if not failed:
+                    _replay(buffer)
+            finally:
+                os.close(buffer)
+
+
+def _replay(fd: int) -> None:
+    """Writes the content of `fd` to stderr; a stderr that cannot take it (a closed pipe, a full
+    disk under a log file) loses it rather than failing the save."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    with contextlib.suppress(OSError):
+        while chunk := os.read(fd, 1 << 16):
+            while chunk:
+                chunk = chunk[os.write(2, chunk):]
 
 
 def _memory_file() -> int:
-    """A file descriptor of an anonymous file: in memory where the OS has memfd_create (Linux),
-    else an unlinked temporary file (macOS), never on the disk being written."""
-    if hasattr(os, "memfd_create"):
+    """A file descriptor of an anonymous file: in memory where memfd_create works (Linux), else an
+    unlinked temporary file (macOS)."""
+    try:
         return os.memfd_create("stderr")
-    import tempfile
+    except (AttributeError, OSError):
+        import tempfile
 
-    return os.dup(tempfile.TemporaryFile().fileno())
+        with tempfile.TemporaryFile() as f:
+            return os.dup(f.fileno())
 
 
 def _settle(fd: int, settle_s: float, limit_s: float) -> None:
