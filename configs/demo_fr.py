@@ -14,8 +14,8 @@ The whole model, text branch included, on stand-in text features (no CLIP text t
 shared template direction, six dimension clusters, a good/bad axis; text.clip_like_features), and
 the regression reads their cosines with the image (`model.text_head='cosine'`, Eq. 9 as printed).
 Under Fig. 1's softmax(100 s) instead (`--config.model.text_head=softmax`) the demo collapsed at
-the study's schedule (lr 2e-4, 10 epochs): every test image got one score (test SRCC 0.29-0.46 in
-three runs, prediction spread 0.00 of the labels'; benchmarks/text_head_study.py). With
+the study's schedule (lr 2e-4, 10 epochs): every test image got one score (test SRCC 0.46 and 0.36
+over two seeds, prediction spread 0.00 of the labels'; benchmarks/text_head_study.py). With
 `model.pretrained=True` the text features are CLIP's, as in the paper.
 
 lr 4e-4 over 12 epochs: at the 2e-4 and 10 epochs the study ran, the cosine head tested at SRCC
