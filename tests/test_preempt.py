@@ -42,6 +42,23 @@ def _latest_steps(workdir: Path) -> list[int]:
     return sorted(int(p.name) for p in (workdir / "checkpoints/latest").iterdir() if p.name.isdigit())
 
 
+def _rerun_ends_as_unstopped(workdir: Path, root: Path, unstopped: Path) -> None:
+    """The same command, unstopped now, ends with the unstopped run's results.json, selection and
+    train/val/test log rows, and no temporary checkpoint left."""
+    out = _drive(workdir, root, "none")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert same_results(json.loads((workdir / "results.json").read_text()),
+                        json.loads((unstopped / "results.json").read_text()))
+    assert json.loads((workdir / "checkpoints/best.json").read_text()) == \
+        json.loads((unstopped / "checkpoints/best.json").read_text())
+    for prefix in ("train/", "val/", "test/"):
+        resumed, reference = _series(workdir, prefix), _series(unstopped, prefix)
+        assert resumed.keys() == reference.keys(), prefix
+        for key, value in reference.items():
+            assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert not list((workdir / "checkpoints/latest").glob("*tmp*"))
+
+
 @pytest.mark.slow
 def test_sigterm_in_a_step_in_validation_and_in_a_checkpoint_write_loses_no_step(unstopped, kadid_root,
                                                                                 tmp_path):
@@ -60,25 +77,14 @@ def test_sigterm_in_a_step_in_validation_and_in_a_checkpoint_write_loses_no_step
         assert last.startswith("stopped: stopped by ") and f"latest/{step} holds" in last, last
         assert _latest_steps(tmp_path)[-1] == step, point  # the step in flight was saved
         assert not (tmp_path / "results.json").exists()
-    out = _drive(tmp_path, kadid_root, "none")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert same_results(json.loads((tmp_path / "results.json").read_text()),
-                        json.loads((unstopped / "results.json").read_text()))
-    assert json.loads((tmp_path / "checkpoints/best.json").read_text()) == \
-        json.loads((unstopped / "checkpoints/best.json").read_text())
-    for prefix in ("train/", "val/", "test/"):
-        resumed, reference = _series(tmp_path, prefix), _series(unstopped, prefix)
-        assert resumed.keys() == reference.keys(), prefix
-        for key, value in reference.items():
-            assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
-    assert not list((tmp_path / "checkpoints/latest").glob("*tmp*"))
+    _rerun_ends_as_unstopped(tmp_path, kadid_root, unstopped)
 
 
 @pytest.mark.slow
 def test_sigterm_in_the_last_step_and_in_the_test_loses_nothing(unstopped, kadid_root, tmp_path):
     """SIGTERM during the run's last step (an epoch end, before its validation), then during the
     final test: the first rerun has no step left to train but must still validate step 6 before
-    selecting, the second redoes the test; both end with the unstopped run's results."""
+    selecting, the second redoes the test; the rerun ends as the unstopped run, log rows included."""
     out = _drive(tmp_path, kadid_root, "term@step:6")
     assert out.returncode == EXIT_PREEMPTED, out.stderr[-3000:]
     assert "latest/6 holds" in out.stderr.strip().splitlines()[-1], out.stderr[-2000:]
@@ -86,12 +92,7 @@ def test_sigterm_in_the_last_step_and_in_the_test_loses_nothing(unstopped, kadid
     assert out.returncode == EXIT_PREEMPTED, out.stderr[-3000:]
     assert "step 6 (epoch 2): val SRCC" in out.stdout + out.stderr  # the validation it had missed
     assert not (tmp_path / "results.json").exists()
-    out = _drive(tmp_path, kadid_root, "none")
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert same_results(json.loads((tmp_path / "results.json").read_text()),
-                        json.loads((unstopped / "results.json").read_text()))
-    assert json.loads((tmp_path / "checkpoints/best.json").read_text()) == \
-        json.loads((unstopped / "checkpoints/best.json").read_text())
+    _rerun_ends_as_unstopped(tmp_path, kadid_root, unstopped)
 
 
 def test_a_second_signal_stops_at_once():
