@@ -95,6 +95,31 @@ def _abstract(tree):
     return jax.tree.map(spec, tree)
 
 
+class _UncompressedStateHandler(ocp.StandardCheckpointHandler):
+    """orbax's StandardCheckpointHandler, writing arrays without zstd. Weights and Adam's moments
+    are float noise to a compressor: zstd saved 8% of a 400 MB state for about 4 times the CPU
+    time of the save (benchmarks/RESULTS.md), which a run on shared cores waits for at every
+    epoch. Reading is unchanged: each array's metadata names its codec, so compressed checkpoints
+    of earlier releases restore as before. orbax 0.12 exposes the switch only on the PyTree handler
+    that the standard one wraps, so the wrapped handler is replaced; tests/test_faults.py checks
+    that saved arrays carry no compressor (an orbax that moves this fails there, not silently)."""
+
+    def __init__(self):
+        super().__init__()
+        self._impl = ocp.PyTreeCheckpointHandler(use_compression=False)
+
+
+@ocp.args.register_with_handler(_UncompressedStateHandler, for_save=True)
+class _StateSave(ocp.args.StandardSave):
+    """StandardSave, routed to _UncompressedStateHandler (orbax finds an item's handler by its
+    args' type)."""
+
+
+@ocp.args.register_with_handler(_UncompressedStateHandler, for_restore=True)
+class _StateRestore(ocp.args.StandardRestore):
+    """StandardRestore, routed to _UncompressedStateHandler."""
+
+
 def _manager(directory: Path, max_to_keep: int | None, writer: bool) -> ocp.CheckpointManager:
     """A reader (evaluation, export, predict) changes nothing on disk: no folder created, and no
     clean-up of temporary folders, which may be a training run's step being written."""
@@ -102,7 +127,7 @@ def _manager(directory: Path, max_to_keep: int | None, writer: bool) -> ocp.Chec
                                            cleanup_tmp_directories=writer,
                                            enable_async_checkpointing=False)
     return ocp.CheckpointManager(directory, options=options,
-                                 item_handlers={"state": ocp.StandardCheckpointHandler(),
+                                 item_handlers={"state": _UncompressedStateHandler(),
                                                 "meta": ocp.JsonCheckpointHandler()})
 
 
@@ -128,7 +153,7 @@ class Checkpoints:
 
     def _save(self, manager: ocp.CheckpointManager, step: int, tree, meta: dict) -> None:
         """One step, whole or not at all. A full disk: a DiskFullError names the folder, the bytes
-        the step needs (its arrays, uncompressed: an upper bound) and the bytes free. It is checked
+        the step needs (its arrays' bytes, which are written uncompressed) and the bytes free. It is checked
         before the write starts (orbax's writer threads would each report the failure); a disk
         that fills during the write has the half-written step removed, the earlier ones kept."""
         if step in manager.all_steps():  # left by an attempt that was killed before its record
@@ -146,7 +171,7 @@ class Checkpoints:
         if free_bytes(where.parent) < needed:
             raise DiskFullError(disk_full_message(where, needed))
         with disk_full(where, needed, remove_partial), quiet_writer_threads():
-            manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(tree),
+            manager.save(step, args=ocp.args.Composite(state=_StateSave(tree),
                                                        meta=ocp.args.JsonSave(meta)), force=True)
             manager.wait_until_finished()
 
@@ -214,7 +239,7 @@ class Checkpoints:
                 meta = {**meta, "checksums": {k: v for k, v in meta["checksums"].items() if k in wanted}}
         else:
             state = manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(abstract))))["state"]
+                state=_StateRestore(_abstract(abstract))))["state"]
         verify(state, meta, where)
         return state, meta
 

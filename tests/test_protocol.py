@@ -256,13 +256,12 @@ def test_a_killed_launcher_leaves_no_split_running_and_resumes(sequential):
     assert table["done"] == [0, 1, 2] and table["selection"] == ["best kadid10k/val SRCC"]
 
 
-@pytest.mark.slow
-def test_sigterm_to_the_launcher_checkpoints_every_running_split_and_exits_75(sequential, launch,
-                                                                              tmp_path_factory):
-    """SLURM's SIGTERM (preemption, time limit) to the launcher: it passes it to the running splits,
-    each saves its step in flight and exits 75, the launcher exits 75 within its grace; the same
-    command then ends with the table of an uninterrupted protocol."""
-    workdir = tmp_path_factory.mktemp("sigterm")
+@pytest.fixture(scope="module")
+def parallel_2(launch, tmp_path_factory):
+    """--parallel 2, stopped by SLURM's SIGTERM (preemption, time limit) once split 1 has
+    checkpointed its first epoch, then the same command again: (workdir, the first launcher's exit
+    code, output and seconds from the signal to its exit, the second's exit code and output)."""
+    workdir = tmp_path_factory.mktemp("parallel_2")
     first = launch(workdir, "--parallel=2")
     first_epoch = workdir / "split_1" / "checkpoints" / "latest" / "1"
     wait_for(lambda: first_epoch.is_dir() or first.poll() is not None, what="split 1's first checkpoint")
@@ -270,24 +269,33 @@ def test_sigterm_to_the_launcher_checkpoints_every_running_split_and_exits_75(se
     sent = time.monotonic()
     first.send_signal(signal.SIGTERM)
     code, out = finish(first)
-    assert code == EXIT_PREEMPTED and time.monotonic() - sent < protocol.STOP_GRACE_S + 5, (code, out)
-    assert "stopping 2 running split(s)" in out and out.rstrip().splitlines()[-1].startswith("stopped: ")
-    for split in ("split_0", "split_1"):
-        log = (workdir / split / "log.txt").read_text()
-        if not (workdir / split / "results.json").exists():
-            assert re.search(r"stopped: stopped by (a signal after step|SIGTERM)", log), log
-        assert lock.holder(workdir / split) is None
-    code, out = finish(launch(workdir, "--parallel=2"))
-    assert code == 0, out
-    assert (workdir / "table.md").read_text() == (sequential[0] / "table.md").read_text()
+    stopped = time.monotonic() - sent
+    return workdir, (code, out, stopped), finish(launch(workdir, "--parallel=2"))
 
 
 @pytest.mark.slow
-def test_parallel_2_writes_the_table_of_parallel_1(sequential, launch, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("parallel_2")
-    code, out = finish(launch(workdir, "--parallel=2"))
+def test_sigterm_to_the_launcher_checkpoints_every_running_split_and_exits_75(parallel_2):
+    """The launcher passes the signal to the running splits, each saves its step in flight and
+    exits 75, the launcher exits 75 within its grace; the same command then ends."""
+    workdir, (code, out, stopped), (again, again_out) = parallel_2
+    assert code == EXIT_PREEMPTED and stopped < protocol.STOP_GRACE_S + 5, (code, out)
+    assert "stopping 2 running split(s)" in out and out.rstrip().splitlines()[-1].startswith("stopped: ")
+    for split in ("split_0", "split_1"):
+        log = (workdir / split / "log.txt").read_text()
+        if log.count("=== ") == 2:  # it was running when the signal came (else it had ended)
+            assert re.search(r"stopped: stopped by (a signal after step|SIGTERM)", log), log
+        assert lock.holder(workdir / split) is None
+    assert again == 0, again_out
+
+
+@pytest.mark.slow
+def test_parallel_2_writes_the_table_of_parallel_1(sequential, parallel_2):
+    """Two splits at once, one per slot, and the table of the sequential protocol (both were
+    stopped and resumed on the way: their tables are those of uninterrupted protocols, as
+    test_sigterm_to_the_launcher... and test_a_killed_launcher... show)."""
+    workdir, (_, first_out, _), (code, out) = parallel_2
     assert code == 0, out
-    assert "split 0: started on cpu 0" in out and "split 1: started on cpu 1" in out
+    assert "split 0: started on cpu 0" in first_out and "split 1: started on cpu 1" in first_out
     table = (workdir / "table.md").read_text()
     assert "| kadid10k/test | 3 of 3 |" in table and "| best kadid10k/val SRCC |" in table
     assert table == (sequential[0] / "table.md").read_text()  # the resumed split 1 included

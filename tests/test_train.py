@@ -2,6 +2,7 @@
 
 import csv
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -64,13 +65,38 @@ def test_results_equal_the_metrics_of_the_saved_predictions(trained):
 
 @pytest.mark.slow
 def test_stopped_and_resumed_run_ends_where_an_unstopped_one_does(trained, kadid_root, tmp_path):
+    """Stopped after step 4 (a row of a step 5 that never finished left in metrics.jsonl), then the
+    same command again: the parameters and results of the unstopped run; the stale row is gone, and
+    each TensorBoard writer told TensorBoard to drop the events of earlier attempts past its first
+    step."""
     workdir, _ = trained
     assert train.train_and_evaluate(tiny(kadid_root, stop_at_step=4), tmp_path) == {}
     assert not (tmp_path / "results.json").exists()
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": 5, "train/loss": 9.0}) + "\n")
     resumed = train.train_and_evaluate(tiny(kadid_root), tmp_path)  # the same command again
     for a, b in zip(_leaves(_params(workdir, 6)), _leaves(_params(tmp_path, 6)), strict=True):
         np.testing.assert_array_equal(a, b)
     assert resumed == json.loads((workdir / "results.json").read_text())
+    losses = [r["train/loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+              if r["step"] == 5 and "train/loss" in r]
+    assert len(losses) == 1 and losses[0] != 9.0  # the stale row is gone
+    purges = [_purge_steps(p) for p in sorted(tmp_path.glob("events.out.tfevents.*"))]
+    assert purges == [[1], [5]]
+
+
+def _purge_steps(path: Path) -> list[int]:
+    """Steps of the SessionLog START events in a TensorBoard events file (TFRecord framing)."""
+    from tensorboardX.proto import event_pb2
+
+    data, steps, offset = path.read_bytes(), [], 0
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset:offset + 8])
+        event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+        offset += 12 + length + 4
+        if event.HasField("session_log") and event.session_log.status == event.session_log.START:
+            steps.append(event.step)
+    return steps
 
 
 def _leaves(tree):
