@@ -25,13 +25,28 @@ def pytest_configure(config):
 
     import jax
 
-    cache = tempfile.mkdtemp(prefix="bpclip_xla_cache_")
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    # pytest-xdist's workers inherit the controller's environment: one cache for all of them.
+    cache = os.environ.get("BPCLIP_TEST_XLA_CACHE") or tempfile.mkdtemp(prefix="bpclip_xla_cache_")
+    os.environ["BPCLIP_TEST_XLA_CACHE"] = os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+# The longest files, longest first (their times in a whole run on 2 cores): pytest-xdist, which the
+# README's test command runs with 2 workers and a file per worker at a time (--dist loadfile
+# --no-loadscope-reorder), hands out files in collection order, so the long ones start first and
+# the short ones fill the end instead of one long file running alone.
+LONGEST_FIRST = ("test_multiprocess", "test_faults", "test_protocol", "test_train", "test_preempt",
+                 "test_bpclip", "test_disk_full", "test_notebook", "test_loss", "test_benchmarks",
+                 "test_run_config", "test_predict", "test_cfanet")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: files stay whole
 
 
 @pytest.fixture(autouse=True, scope="module")
