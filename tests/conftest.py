@@ -35,10 +35,10 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-# The longest files, longest first (their times in a whole run on 2 cores): pytest-xdist, which the
-# README's test command runs with 2 workers and a file per worker at a time (--dist loadfile
-# --no-loadscope-reorder), hands out files in collection order, so the long ones start first and
-# the short ones fill the end instead of one long file running alone.
+# The longest files, longest first: pytest-xdist, which the README's test command runs with 2
+# workers taking whole files (pyproject.toml: --dist loadfile --no-loadscope-reorder), hands files
+# out in collection order, so the long ones start first and the short ones fill the end instead of
+# one long file running alone (the order: each file's time in a whole run on 2 cores).
 LONGEST_FIRST = ("test_multiprocess", "test_faults", "test_protocol", "test_train", "test_preempt",
                  "test_bpclip", "test_disk_full", "test_notebook", "test_loss", "test_benchmarks",
                  "test_run_config", "test_predict", "test_cfanet")

@@ -52,10 +52,16 @@ def test_a_config_json_from_before_the_text_heads_reads_as_the_model_it_trained(
     assert set(run_config.run_differences(old, config)) == {"model.stand_in_text", "model.text_head"}
 
 
+def _one_step(config):
+    """One epoch of one step: a run with a selected checkpoint and test results, at least cost."""
+    config.train.steps_per_epoch = config.optim.epochs = 1
+    return config
+
+
 @pytest.fixture(scope="module")
 def top_down_run(kadid_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("top_down")
-    config = tiny_config(kadid_root)
+    config = _one_step(tiny_config(kadid_root))
     config.model.direction = "top_down"
     return workdir, train.train_and_evaluate(config, workdir)
 
@@ -63,20 +69,20 @@ def top_down_run(kadid_root, tmp_path_factory):
 @pytest.mark.slow
 def test_evaluation_builds_the_model_the_run_was_trained_with(top_down_run, kadid_root, capsys):
     workdir, results = top_down_run
-    again = train.evaluate_workdir(tiny_config(kadid_root), workdir)  # a bottom-up command line
+    again = train.evaluate_workdir(_one_step(tiny_config(kadid_root)), workdir)  # a bottom-up command line
     assert same_results(again, results)
     assert "model.direction='top_down'" in capsys.readouterr().out
     assert same_results(train.evaluate_workdir(None, workdir), results)  # no --config: the run's own
     with pytest.raises(UserError, match=r"model.direction: 'top_down' in .*config.json, 'bottom_up' on "
                                         r"the command line"):
-        train.evaluate_workdir(tiny_config(kadid_root), workdir, {"model.direction": "bottom_up"})
+        train.evaluate_workdir(_one_step(tiny_config(kadid_root)), workdir, {"model.direction": "bottom_up"})
 
 
 @pytest.mark.slow
 def test_a_resumed_run_must_be_the_run_it_continues(top_down_run, kadid_root):
     workdir, _ = top_down_run
     with pytest.raises(WorkdirError, match="refusing to resume it: model.direction"):
-        train.train_and_evaluate(tiny_config(kadid_root), workdir)
+        train.train_and_evaluate(_one_step(tiny_config(kadid_root)), workdir)
 
 
 @pytest.mark.slow
