@@ -39,6 +39,20 @@ def _series(workdir: Path, prefix: str) -> dict[tuple[int, str], float]:
     return out
 
 
+def assert_ends_as(workdir: Path, reference: Path) -> None:
+    """`workdir` ended as the unstopped run in `reference`: its results.json, its selection and its
+    train/val/test log rows (one per step and key)."""
+    assert same_results(json.loads((workdir / "results.json").read_text()),
+                        json.loads((reference / "results.json").read_text()))
+    assert json.loads((workdir / "checkpoints/best.json").read_text()) == \
+        json.loads((reference / "checkpoints/best.json").read_text())
+    for prefix in ("train/", "val/", "test/"):
+        resumed, unstopped = _series(workdir, prefix), _series(reference, prefix)
+        assert resumed.keys() == unstopped.keys(), prefix
+        for key, value in unstopped.items():
+            assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+
+
 def _drive(workdir: Path, root: Path, point: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tests.fault_driver", str(workdir), str(root), point],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -60,13 +74,7 @@ def test_killed_in_every_phase_and_rerun_ends_as_an_unstopped_run(trained, kadid
     out = _drive(tmp_path, kadid_root, "none")
     assert out.returncode == 0, out.stderr[-3000:]
     assert same_results(json.loads((tmp_path / "results.json").read_text()), results)
-    assert json.loads((tmp_path / "checkpoints/best.json").read_text()) == \
-        json.loads((reference / "checkpoints/best.json").read_text())
-    for prefix in ("train/", "val/", "test/"):
-        resumed, unstopped = _series(tmp_path, prefix), _series(reference, prefix)
-        assert resumed.keys() == unstopped.keys(), prefix
-        for key, value in unstopped.items():
-            assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert_ends_as(tmp_path, reference)
     steps = sorted(int(p.name) for p in (tmp_path / "checkpoints/latest").iterdir())
     assert steps == [3, 6]  # the interrupted writes left no temporary folder behind
     assert not (tmp_path / "checkpoints/corrupt").exists()

@@ -3,7 +3,6 @@ writes a checkpoint of the step in flight and exits with code 75 within seconds;
 resumes and ends as an unstopped run, logs included. A run that fails before its first step leaves
 the workdir as it found it."""
 
-import json
 import os
 import re
 import signal
@@ -17,8 +16,8 @@ import pytest
 from bpclip_jax import lock, train
 from bpclip_jax.preempt import EXIT_PREEMPTED
 from data_pipelines.records import DataError
-from tests.runs import same_results, tiny_config
-from tests.test_faults import _series
+from tests.runs import tiny_config
+from tests.test_faults import assert_ends_as
 
 REPO = Path(__file__).parent.parent
 LOG_EVERY = ("train.log_every=2",)  # steps 1, 5 end between log rows: their metrics travel in the checkpoint
@@ -47,15 +46,7 @@ def _rerun_ends_as_unstopped(workdir: Path, root: Path, unstopped: Path) -> None
     train/val/test log rows, and no temporary checkpoint left."""
     out = _drive(workdir, root, "none")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert same_results(json.loads((workdir / "results.json").read_text()),
-                        json.loads((unstopped / "results.json").read_text()))
-    assert json.loads((workdir / "checkpoints/best.json").read_text()) == \
-        json.loads((unstopped / "checkpoints/best.json").read_text())
-    for prefix in ("train/", "val/", "test/"):
-        resumed, reference = _series(workdir, prefix), _series(unstopped, prefix)
-        assert resumed.keys() == reference.keys(), prefix
-        for key, value in reference.items():
-            assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert_ends_as(workdir, unstopped)
     assert not list((workdir / "checkpoints/latest").glob("*tmp*"))
 
 
