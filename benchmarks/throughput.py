@@ -155,7 +155,7 @@ def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: 
     config.model.full_reference = mode == "fr"
     config.model.arch = arch
     model = create_model(config.model, dtype=dtype)
-    tx, schedule = train.make_optimizer(config.optim, 1000)
+    tx, _ = train.make_optimizer(config.optim, 1000)
     graphdef, state = train.create_train_state(model, tx)
     mesh = train.make_mesh()
     state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
@@ -165,10 +165,12 @@ def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: 
     if mode == "fr":
         batch_np["ref"] = rng.integers(0, 256, (batch, crop, crop, 3), dtype=np.uint8)
     batch_dev = train.to_global(batch_np, mesh)
-    step = train.compile_step(train.make_train_step(graphdef, tx, schedule, 0), mesh)
+    step = train.compile_step(train.make_train_step(graphdef), mesh)
+    hyper = jax.device_put(train.Hyper.of(config, 1000),
+                           jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
     start = time.perf_counter()
-    compiled = step.lower(state, batch_dev).compile()
+    compiled = step.lower(state, batch_dev, hyper).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
@@ -177,7 +179,7 @@ def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: 
     holder = {"state": state}
 
     def one_step():
-        holder["state"], metrics = compiled(holder["state"], batch_dev)
+        holder["state"], metrics = compiled(holder["state"], batch_dev, hyper)
         return metrics["loss"]
 
     train_s = _timed(one_step, steps, warmup)

@@ -69,19 +69,58 @@ class TrainState:
 # ------------------------------------------------------------------------------ schedule, optimizer
 
 
-def epoch_lr(optim: ml_collections.ConfigDict, epoch):
+@flax.struct.dataclass
+class Hyper:
+    """The numbers of a run's optimization: the compiled train step reads them as arguments, not
+    as constants baked into the program, so runs that differ only in them (a sweep over the
+    learning rate, weight decay, Adam's betas or eps, the epochs of the cosine, the steps per
+    epoch, the seed) compile the same program, which JAX's persistent compilation cache, when it
+    is on (JAX_COMPILATION_CACHE_DIR), serves to every later run. `Hyper.of` gives them as
+    float32/int32 scalars; Python numbers do as well (`make_optimizer`)."""
+
+    lr: float
+    eta_min: float
+    t_max: float
+    b1: float
+    b2: float
+    eps: float
+    weight_decay: float
+    steps_per_epoch: int
+    seed: int
+
+    @classmethod
+    def of(cls, config: ml_collections.ConfigDict, steps_per_epoch: int) -> Hyper:
+        """A config's numbers as scalars to pass to the compiled step."""
+        o = config.optim
+        f32 = np.float32
+        return cls(lr=f32(o.lr), eta_min=f32(o.eta_min), t_max=f32(o.t_max), b1=f32(o.b1),
+                   b2=f32(o.b2), eps=f32(o.eps), weight_decay=f32(o.weight_decay),
+                   steps_per_epoch=np.int32(steps_per_epoch), seed=np.int32(config.seed))
+
+
+def epoch_lr(optim, epoch):
     """torch's CosineAnnealingLR at `epoch` (stepped per epoch): periodic, lr is eta_min at
-    epochs T_max, 3 T_max, ... and back to lr at 2 T_max, ... (its closed form)."""
+    epochs T_max, 3 T_max, ... and back to lr at 2 T_max, ... (its closed form). optim: a config's
+    `optim` or a Hyper."""
     cos = jnp.cos(jnp.pi * epoch / optim.t_max)
     return optim.eta_min + (optim.lr - optim.eta_min) * (1 + cos) / 2
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int):
-    """AdamW (torch's: decoupled decay lr * wd * param) with the per-epoch cosine schedule."""
-    schedule = lambda step: epoch_lr(optim, step // steps_per_epoch)  # noqa: E731
-    tx = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                     weight_decay=optim.weight_decay)
+def adamw(hyper: Hyper):
+    """(tx, schedule): AdamW (torch's: decoupled decay lr * wd * param) with the per-epoch cosine
+    schedule, of `hyper`'s numbers (traced values inside the train step)."""
+    schedule = lambda step: epoch_lr(hyper, step // hyper.steps_per_epoch)  # noqa: E731
+    tx = optax.adamw(schedule, b1=hyper.b1, b2=hyper.b2, eps=hyper.eps,
+                     weight_decay=hyper.weight_decay)
     return tx, schedule
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int):
+    """(tx, schedule) of a config's `optim` (adamw): what initializes the optimizer state, whose
+    structure does not depend on the numbers."""
+    return adamw(Hyper(lr=optim.lr, eta_min=optim.eta_min, t_max=optim.t_max, b1=optim.b1,
+                       b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
+                       steps_per_epoch=steps_per_epoch, seed=0))
 
 
 # ------------------------------------------------------------------------------ state and step
@@ -114,16 +153,17 @@ def norm_in_norm(pred: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.sum(jnp.abs(unit(pred) - unit(target))) / (2.0 * jnp.sqrt(pred.shape[0]))
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: Callable, seed: int,
-                    nin_weight: float = 0.0):
-    """The pure step: (state, batch) -> (state, metrics). MSE on the normalized scores, plus
-    `nin_weight` x the Norm-in-Norm loss (TOPIQ's recipe; 0 for BPCLIP, whose loss is Eq. 10). The
-    metrics include `finite`: whether the updated parameters and optimizer state are all finite
-    (one reduction on the device, read at the next log step)."""
-    base_key = jax.random.key(seed)
+def make_train_step(graphdef, optimizer: Callable = adamw, nin_weight: float = 0.0):
+    """The pure step: (state, batch, hyper) -> (state, metrics). `optimizer(hyper)` gives the
+    (tx, schedule) the step applies (default: adamw; `hyper` a Hyper, or whatever that optimizer
+    reads, with a `seed` for dropout). The loss: MSE on the normalized scores, plus `nin_weight` x
+    the Norm-in-Norm loss (TOPIQ's recipe; 0 for BPCLIP, whose loss is Eq. 10). The metrics
+    include `finite`: whether the updated parameters and optimizer state are all finite (one
+    reduction on the device, read at the next log step)."""
 
-    def train_step(state: TrainState, batch: dict):
-        key = jax.random.fold_in(base_key, state.step)  # resumable: depends on the step only
+    def train_step(state: TrainState, batch: dict, hyper):
+        tx, schedule = optimizer(hyper)
+        key = jax.random.fold_in(jax.random.key(hyper.seed), state.step)  # resumable: the step's
 
         def loss_fn(params):
             model = nnx.merge(graphdef, params, state.frozen)
@@ -148,9 +188,10 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
 
 
 def compile_step(train_step, mesh: jax.sharding.Mesh):
-    """jit with the state replicated and donated, the batch sharded over 'data'."""
+    """jit with the state replicated and donated, the batch sharded over 'data', the hyper
+    replicated."""
     replicated = NamedSharding(mesh, P())
-    return jax.jit(train_step, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+    return jax.jit(train_step, in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated),
                    out_shardings=(replicated, replicated), donate_argnums=(0,))
 
 
@@ -177,6 +218,7 @@ class Run:
     graphdef: object
     state: TrainState
     steps_per_epoch: int
+    hyper: Hyper
     iterator: Iterator
     step_fn: Callable
     mesh: jax.sharding.Mesh
@@ -193,9 +235,10 @@ def _steps_per_epoch(config, n_train: int) -> int:
     return spe
 
 
-def _initial_model(config, train_records, restoring: bool = False) -> BPCLIP:
-    model = create_model(config.model, dtype=config.dtype, seed=config.seed, restoring=restoring)
-    if not config.model.pretrained and config.train.calibrate_bn and not restoring:
+def _initial_model(config, train_records) -> BPCLIP:
+    """The model a new run starts from (pretrained, or random with calibrated BatchNorm)."""
+    model = create_model(config.model, dtype=config.dtype, seed=config.seed)
+    if not config.model.pretrained and config.train.calibrate_bn:
         # A random backbone with identity BatchNorm statistics lets activations grow with depth.
         # Every process calibrates on the same (unsharded) first batch, so the replicas agree.
         first = pipeline.train_dataset(train_records, batch_size=config.data.batch_size,
@@ -251,15 +294,16 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
     parts = data.load_parts(config.data)  # every row validated before the first step
     train_records = parts[config.data.train_part]
     spe = _steps_per_epoch(config, len(train_records))
-    tx, schedule = make_optimizer(config.optim, spe)
-    model = _initial_model(config, train_records, restoring=resuming)
-    graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
+    tx, _ = make_optimizer(config.optim, spe)
     mesh = make_mesh()
-    state = jax.device_put(state, NamedSharding(mesh, P()))  # restores land with this sharding
     record = {"history": [], "best": None}
     if resuming:
+        graphdef, state = _abstract_train_state(config, tx, NamedSharding(mesh, P()))
         state, record = _resume(ckpt, state)
     else:
+        model = _initial_model(config, train_records)
+        graphdef, state = create_train_state(model, tx, config.train.freeze_backbone)
+        state = jax.device_put(state, NamedSharding(mesh, P()))
         ckpt.discard_unrecorded()
         if config.init_from:
             state = _init_from(config.init_from, state)
@@ -271,10 +315,21 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
     dataset = train_stream(config, train_records, (jax.process_index(), jax.process_count()), start)
     iterator = pipeline.loader(dataset, threads=config.data.threads, workers=config.data.workers,
                                prefetch=config.data.prefetch)
-    step_fn = compile_step(make_train_step(graphdef, tx, schedule, config.seed, config.train.nin_weight),
-                           mesh)
-    return Run(config, workdir, parts, graphdef, state, spe, iterator, step_fn, mesh, ckpt, writer,
-               record)
+    step_fn = compile_step(make_train_step(graphdef, adamw, config.train.nin_weight), mesh)
+    hyper = jax.device_put(Hyper.of(config, spe), NamedSharding(mesh, P()))
+    return Run(config, workdir, parts, graphdef, state, spe, hyper, iterator, step_fn, mesh, ckpt,
+               writer, record)
+
+
+def _abstract_train_state(config, tx: optax.GradientTransformation,
+                          sharding: NamedSharding) -> tuple[nnx.GraphDef, TrainState]:
+    """(graphdef, TrainState of ShapeDtypeStructs placed with `sharding`): what a resumed run
+    restores into. Its values all come from the checkpoint, so nothing is initialized: building the
+    model eagerly cost a resumed run about 2 s and the memory of a model it then dropped."""
+    graphdef, params, frozen = trained.abstract_parts(config)
+    state = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params, frozen=frozen,
+                       opt_state=jax.eval_shape(tx.init, params))
+    return graphdef, trained.placed(state, sharding)
 
 
 def _resume(ckpt: checkpoint.Checkpoints, state: TrainState) -> tuple[TrainState, dict]:
@@ -390,8 +445,8 @@ def _train_loop(run: Run, start: int, stop: int, signals: preempt.Signals | None
     for step in range(start, stop):
         batch = to_global(next(run.iterator), run.mesh)
         if step == start and hasattr(step_fn, "lower"):
-            step_fn = evaluate.compiled_everywhere(step_fn, run.state, batch)
-        run.state, metrics = step_fn(run.state, batch)
+            step_fn = evaluate.compiled_everywhere(step_fn, run.state, batch, run.hyper)
+        run.state, metrics = step_fn(run.state, batch, run.hyper)
         if started is not None:
             started.set()
         pending.append(metrics)

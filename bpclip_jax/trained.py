@@ -51,7 +51,15 @@ class Trained:
     best: dict | None
 
 
-def _placed(tree, sharding: NamedSharding):
+def abstract_parts(config: ml_collections.ConfigDict):
+    """(graphdef, params, frozen) of the config's model as shapes only (`nnx.eval_shape`: nothing
+    is initialized or allocated), split as checkpoints are: what a restore fills in."""
+    abstract = nnx.eval_shape(lambda: create_model(config.model, dtype=config.dtype, seed=config.seed,
+                                                   restoring=True))
+    return nnx.split(abstract, trainable(config.train.freeze_backbone), ...)
+
+
+def placed(tree, sharding: NamedSharding):
     """ShapeDtypeStructs of an abstract tree's arrays, to be restored with `sharding`."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
@@ -66,14 +74,12 @@ def load(workdir: str | Path, config: ml_collections.ConfigDict | None = None) -
     if not any(folder.is_dir() for folder in folders):
         raise WorkdirError(f"{workdir} holds no checkpoint to evaluate; train first "
                            f"(`python main.py --config ... --workdir {workdir}`)")
-    abstract = nnx.eval_shape(lambda: create_model(config.model, dtype=config.dtype, seed=config.seed,
-                                                   restoring=True))
-    graphdef, params, frozen = nnx.split(abstract, trainable(config.train.freeze_backbone), ...)
+    graphdef, params, frozen = abstract_parts(config)
     replicated = NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()), ("data",)), P())
     ckpt = checkpoint.Checkpoints(workdir, create=False)
     try:
-        frozen = ckpt.restore_frozen(_placed(frozen, replicated))
-        step, params, _ = ckpt.restore_selected({"params": _placed(params, replicated)})
+        frozen = ckpt.restore_frozen(placed(frozen, replicated))
+        step, params, _ = ckpt.restore_selected({"params": placed(params, replicated)})
         record = ckpt.record() or {}
     finally:
         ckpt.close()

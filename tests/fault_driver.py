@@ -80,10 +80,10 @@ def arm(point: str) -> None:
         def compile_step(step_fn, mesh):
             compiled = real_compile(step_fn, mesh)
 
-            def step(state, batch):
+            def step(state, batch, hyper):
                 if int(state.step) + 1 == int(target) and process in ("", str(jax.process_index())):
                     die()
-                return compiled(state, batch)
+                return compiled(state, batch, hyper)
 
             return step
 

@@ -50,6 +50,7 @@ def main():
                 "ref": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
                 "score": rng.uniform(0, 1, 8).astype(np.float32)} for _ in range(2)]
     tx, schedule = optax.sgd(1e-2), lambda step: 1e-2
+    hyper = train.Hyper.of(config, 1)  # its seed (dropout); the SGD below reads nothing else
     outputs = {}
     for n in (1, 8):
         devices = jax.devices()[:n]
@@ -58,10 +59,10 @@ def main():
         initial = jax.tree.leaves(jax.device_get(state.params))
         mesh = train.make_mesh(devices)
         state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-        step = train.compile_step(train.make_train_step(graphdef, tx, schedule, seed=0), mesh)
+        step = train.compile_step(train.make_train_step(graphdef, lambda _: (tx, schedule)), mesh)
         losses = []
         for batch in batches:
-            state, metrics = step(state, train.to_global(batch, mesh))
+            state, metrics = step(state, train.to_global(batch, mesh), hyper)
             losses.append(float(metrics["loss"]))
         sharding = state.params["mlp_reg"]["fc1"]["kernel"][...].sharding
         final = jax.tree.leaves(jax.device_get(state.params))

@@ -448,15 +448,15 @@ def test_one_topiq_train_step():
 
     config = topiq_kadid_fr.get_config("tiny")
     model = create_model(config.model)
-    tx, schedule = train.make_optimizer(config.optim, 10)
+    tx, _ = train.make_optimizer(config.optim, 10)
     graphdef, state = train.create_train_state(model, tx, freeze_backbone=True)  # half the compile
     rng = np.random.default_rng(19)
     # 64x64: a 2x2 token grid (at 32x32 one token, whose attention weights are 1 whatever q and k)
     batch = {"dist": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
              "ref": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
              "score": rng.uniform(size=4).astype(np.float32)}
-    step = jax.jit(train.make_train_step(graphdef, tx, schedule, 0, config.train.nin_weight))
-    new, metrics = step(state, batch)
+    step = jax.jit(train.make_train_step(graphdef, nin_weight=config.train.nin_weight))
+    new, metrics = step(state, batch, train.Hyper.of(config, 10))
     moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), state.params, new.params)
     still = [path for path, v in nnx.to_flat_state(moved) if not v.get_value()]
     assert all(path[-2:] == ("key", "bias") for path in still), still

@@ -180,8 +180,8 @@ def test_train_loop_does_not_sync_the_host_between_log_steps(kadid_root, tmp_pat
     run.iterator = iter([next(run.iterator) for _ in range(5)])  # the loop, not the pipeline's pace
     real_step, dispatched = run.step_fn, []
 
-    def slowed_step(state, batch):
-        state, metrics = real_step(state, batch)
+    def slowed_step(state, batch, hyper):
+        state, metrics = real_step(state, batch, hyper)
         state = state.replace(step=slow(state.step))
         dispatched.append(time.perf_counter())
         return state, jax.tree.map(slow, metrics)
@@ -192,3 +192,33 @@ def test_train_loop_does_not_sync_the_host_between_log_steps(kadid_root, tmp_pat
     gaps = np.diff(dispatched)[1:]  # steps 3-5: steps 1 and 2 also compile (`slow` for the metrics)
     assert len(gaps) == 3 and gaps.max() < cost / 2, (gaps, cost)
     run.ckpt.close()
+
+
+@pytest.mark.slow
+def test_runs_that_differ_in_optimizer_numbers_or_seed_compile_one_program():
+    """A sweep over lr, eta_min, t_max, Adam's betas and eps, weight decay, the steps per epoch or
+    the seed lowers to the same program (what the persistent compilation cache keys on); another
+    crop does not."""
+    import jax
+
+    from bpclip_jax import trained
+
+    config = tiny("unused")
+    graphdef, params, frozen = trained.abstract_parts(config)
+    tx, _ = train.make_optimizer(config.optim, 3)
+    state = train.TrainState(step=jax.ShapeDtypeStruct((), np.int32), params=params, frozen=frozen,
+                             opt_state=jax.eval_shape(tx.init, params))
+    step = jax.jit(train.make_train_step(graphdef))
+
+    def program(config, steps_per_epoch, crop=16):
+        batch = {k: jax.ShapeDtypeStruct((4, crop, crop, 3), np.uint8) for k in ("dist", "ref")}
+        batch["score"] = jax.ShapeDtypeStruct((4,), np.float32)
+        return step.lower(state, batch, train.Hyper.of(config, steps_per_epoch)).as_text()
+
+    swept = tiny("unused")
+    swept.seed = 5
+    for name, value in dict(lr=3e-3, eta_min=1e-7, t_max=7, b1=0.8, b2=0.99, eps=1e-3,
+                            weight_decay=0.1).items():
+        swept.optim[name] = value
+    assert program(config, 3) == program(swept, 11)
+    assert program(config, 3) != program(config, 3, crop=32)
