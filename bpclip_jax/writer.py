@@ -12,7 +12,9 @@ in SummaryWriter's thread it would end that thread and leave the next flush wait
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +23,32 @@ import jax
 from bpclip_jax.files import atomic_write, disk_full
 
 METRICS_FILE = "metrics.jsonl"
+
+
+@contextlib.contextmanager
+def _without_torch():
+    """tensorboardX imports torch when it is installed (to accept torch tensors, which these
+    scalars never are): 1.2 s and some 300 MB of libraries at a run's first log row, on Colab and in
+    any environment that has torch. Importing tensorboardX inside this block makes its
+    `import torch` fail, as it would without torch, which it handles; torch stays importable."""
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # `import torch` raises ImportError while this holds
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
+def _tensorboardx():
+    """(EventsWriter, Event, SessionLog, scalar) of tensorboardX, imported without torch."""
+    with _without_torch():
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.summary import scalar
+    return EventsWriter, Event, SessionLog, scalar
 
 
 class MetricWriter:
@@ -55,9 +83,7 @@ class MetricWriter:
     def _board(self):
         """The events file, opened at the first write, with TensorBoard's purge marker first."""
         if self._tb is None:
-            from tensorboardX.event_file_writer import EventsWriter
-            from tensorboardX.proto.event_pb2 import Event, SessionLog
-
+            EventsWriter, Event, SessionLog, _ = _tensorboardx()
             with disk_full(self.workdir / "events.out.tfevents.*", 256):
                 self._tb = EventsWriter(str(self.workdir / "events"))
                 if self.purge_step is not None:
@@ -70,9 +96,7 @@ class MetricWriter:
     def write(self, step: int, scalars: dict[str, float]) -> None:
         if not self.active:
             return
-        from tensorboardX.proto.event_pb2 import Event
-        from tensorboardX.summary import scalar
-
+        _, Event, _, scalar = _tensorboardx()
         line = json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n"
         with disk_full(self.path, len(line)), self.path.open("a") as f:  # a cut line is skipped on read
             f.write(line)
