@@ -19,7 +19,7 @@ from bpclip_jax.api import Scorer
 from bpclip_jax.files import DiskFullError
 from tests.fault_driver import fill_disk
 from tests.runs import same_results
-from tests.test_faults import _series
+from tests.test_faults import assert_ends_as
 
 REPO = Path(__file__).parent.parent
 ONE_LINE = re.compile(r"^error: (\S+): no space left on the device \(([0-9.]+ [kMGT]?B) needed, "
@@ -81,11 +81,7 @@ def test_a_full_disk_in_training_is_one_line_and_the_rerun_ends_as_an_unstopped_
     out = _drive(workdir, kadid_root, "none", ballast)
     assert out.returncode == 0, out.stderr[-3000:]
     assert same_results(json.loads((workdir / "results.json").read_text()), results)
-    for prefix in ("train/", "val/", "test/"):
-        resumed, unstopped = _series(workdir, prefix), _series(reference, prefix)
-        assert resumed.keys() == unstopped.keys(), prefix
-        for key, value in unstopped.items():
-            assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    assert_ends_as(workdir, reference)
 
 
 def _csv_rows(path: Path) -> list[dict]:

@@ -272,19 +272,8 @@ def test_a_best_step_saved_without_its_record_is_not_selected(tmp_path):
     ckpt.close()
 
 
-@pytest.mark.slow
-def test_training_falls_back_past_a_damaged_checkpoint_and_rebuilds_best_json(trained, kadid_root,
-                                                                                tmp_path, caplog):
-    reference, results = trained
-    train.train_and_evaluate(tiny_config(kadid_root, stop_at_step=4), tmp_path)
-    _flip(_largest_data_file(tmp_path / "checkpoints/latest/4"))
-    best_file = tmp_path / "checkpoints/best.json"
-    best_file.write_text(best_file.read_text()[:7])  # truncated
-    with caplog.at_level(logging.WARNING):
-        resumed = train.train_and_evaluate(tiny_config(kadid_root), tmp_path)
-    assert same_results(resumed, results)
-    assert "checkpoints/latest/4 is unusable" in caplog.text and "best.json" in caplog.text
-    assert json.loads(best_file.read_text()) == json.loads((reference / "checkpoints/best.json").read_text())
+# A training run falling back past a damaged step and rebuilding best.json: on the stopped and
+# resumed run of tests/test_train.py (test_stopped_resumed_and_damaged_runs_end_where_...).
 
 
 # ------------------------------------------------------------------------------ non-finite state

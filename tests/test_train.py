@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import struct
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from bpclip_jax import metrics, train
 from data_pipelines.records import to_mos
 from tests.runs import same_results, tiny_config
+from tests.test_faults import _flip, _largest_data_file, assert_ends_as
 
 tiny = tiny_config
 
@@ -64,25 +66,36 @@ def test_results_equal_the_metrics_of_the_saved_predictions(trained):
 
 
 @pytest.mark.slow
-def test_stopped_and_resumed_run_ends_where_an_unstopped_one_does(trained, kadid_root, tmp_path):
-    """Stopped after step 4 (a row of a step 5 that never finished left in metrics.jsonl), then the
-    same command again: the parameters and results of the unstopped run; the stale row is gone, and
-    each TensorBoard writer told TensorBoard to drop the events of earlier attempts past its first
-    step."""
+def test_stopped_resumed_and_damaged_runs_end_where_an_unstopped_one_does(trained, kadid_root, tmp_path,
+                                                                          caplog):
+    """Stopped after step 4 (a row of a step 5 that never finished left in metrics.jsonl); the
+    same command, stopped after step 5 (it resumes mid-epoch, and the stale row is gone); then the
+    newest checkpoint damaged and best.json truncated, and the same command again: it falls back
+    past the damaged step (naming it), rebuilds best.json and ends with the parameters and results
+    of the unstopped run. Each TensorBoard writer told TensorBoard to drop the events of earlier
+    attempts past its first step."""
     workdir, _ = trained
     assert train.train_and_evaluate(tiny(kadid_root, stop_at_step=4), tmp_path) == {}
     assert not (tmp_path / "results.json").exists()
     with (tmp_path / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"step": 5, "train/loss": 9.0}) + "\n")
-    resumed = train.train_and_evaluate(tiny(kadid_root), tmp_path)  # the same command again
-    for a, b in zip(_leaves(_params(workdir, 6)), _leaves(_params(tmp_path, 6)), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert resumed == json.loads((workdir / "results.json").read_text())
+    assert train.train_and_evaluate(tiny(kadid_root, stop_at_step=5), tmp_path) == {}
     losses = [r["train/loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
               if r["step"] == 5 and "train/loss" in r]
     assert len(losses) == 1 and losses[0] != 9.0  # the stale row is gone
+    _flip(_largest_data_file(tmp_path / "checkpoints/latest/5"))
+    best_file = tmp_path / "checkpoints/best.json"
+    best_file.write_text(best_file.read_text()[:7])  # truncated
+    with caplog.at_level(logging.WARNING):
+        resumed = train.train_and_evaluate(tiny(kadid_root), tmp_path)  # the same command again
+    assert "checkpoints/latest/5 is unusable" in caplog.text and "best.json" in caplog.text
+    assert json.loads(best_file.read_text()) == json.loads((workdir / "checkpoints/best.json").read_text())
+    for a, b in zip(_leaves(_params(workdir, 6)), _leaves(_params(tmp_path, 6)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert same_results(resumed, json.loads((workdir / "results.json").read_text()))
+    assert_ends_as(tmp_path, workdir)
     purges = [_purge_steps(p) for p in sorted(tmp_path.glob("events.out.tfevents.*"))]
-    assert purges == [[1], [5]]
+    assert purges == [[1], [5], [5]]
 
 
 def _purge_steps(path: Path) -> list[int]:
