@@ -3,6 +3,7 @@ cache for the session (subprocesses included), compiled programs dropped after e
 tiny training run several modules compare against."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -87,21 +88,45 @@ def tiny_clip_dir(tmp_path):
     return directory
 
 
+def _once(tmp_path_factory, name: str, make) -> Path:
+    """A folder of the session made once, by the first pytest-xdist worker that asks for it; the
+    others wait on a file lock and share it. `make(folder)` fills the empty folder. A worker's own
+    temporary folder is per worker, so the folder lives in the session's, one above."""
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    folder, done = base / name, base / f"{name}.done"
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed making it
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def kadid_root(tmp_path_factory):
     """The tiny KADID fixture: 5 references x 4 distortions (train 3 refs, val 1, test 1)."""
     from tests import data_fixtures
 
-    return data_fixtures.kadid(tmp_path_factory.mktemp("kadid"), refs=5, per_ref=4)
+    return _once(tmp_path_factory, "kadid", lambda root: data_fixtures.kadid(root, refs=5, per_ref=4))
 
 
 @pytest.fixture(scope="session")
 def trained(kadid_root, tmp_path_factory):
     """(workdir, results) of the tiny config trained without interruption: 2 epochs of 3 steps,
-    validated at steps 3 and 6."""
+    validated at steps 3 and 6. Trained once for the session and read by every worker: a test
+    that writes to a run (an evaluation, a lock) works on its own copy (`own_copy`)."""
+    import json
+
     from bpclip_jax import train
     from tests.runs import tiny_config
 
-    workdir = tmp_path_factory.mktemp("run")
-    results = train.train_and_evaluate(tiny_config(kadid_root), workdir)
-    return workdir, results
+    workdir = _once(tmp_path_factory, "trained_run",
+                    lambda folder: train.train_and_evaluate(tiny_config(kadid_root), folder))
+    return workdir, json.loads((workdir / "results.json").read_text())

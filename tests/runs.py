@@ -1,6 +1,9 @@
 """The tiny training config the run tests share (tests/conftest.py trains it once per session)."""
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 from configs import base
 
@@ -19,3 +22,17 @@ def same_results(a: dict, b: dict) -> bool:
     """Equal results.json contents, NaN equal to NaN (a tiny test part's logistic fit is NaN, and
     NaN != NaN would make two identical runs differ)."""
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def own_copy(workdir: Path, target: Path) -> Path:
+    """A copy of a shared run (the session's `trained`) that a test may write to or lock: its
+    checkpoints hard-linked (nothing writes into a saved step; a reader changes nothing), every
+    other file copied."""
+    def copy(src, dst):
+        if "checkpoints" in Path(src).relative_to(workdir).parts:
+            os.link(src, dst)
+        else:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(workdir, target, copy_function=copy)
+    return target

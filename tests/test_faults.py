@@ -19,7 +19,7 @@ import pytest
 
 from bpclip_jax import checkpoint, lock, train
 from bpclip_jax.errors import WorkdirError
-from tests.runs import same_results, tiny_config
+from tests.runs import own_copy, same_results, tiny_config
 
 REPO = Path(__file__).parent.parent
 
@@ -321,10 +321,10 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluation_of_a_workdir_in_use_is_refused_at_once(trained):
+def test_evaluation_of_a_workdir_in_use_is_refused_at_once(trained, tmp_path):
     """Evaluation writes results.json and metrics.jsonl, which the training run on the workdir
     writes too: it waits for no one and overwrites nothing."""
-    workdir, _ = trained
+    workdir = own_copy(trained[0], tmp_path / "run")  # the session's run stays unlocked for others
     before = (workdir / "results.json").read_text()
     with lock.exclusive(workdir), pytest.raises(WorkdirError, match="is in use by another run"):
         train.evaluate_workdir(None, workdir)

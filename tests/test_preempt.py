@@ -16,7 +16,7 @@ import pytest
 from bpclip_jax import lock, train
 from bpclip_jax.preempt import EXIT_PREEMPTED
 from data_pipelines.records import DataError
-from tests.runs import tiny_config
+from tests.runs import own_copy, tiny_config
 from tests.test_faults import assert_ends_as
 
 REPO = Path(__file__).parent.parent
@@ -119,11 +119,8 @@ def test_a_failed_start_leaves_the_workdir_as_it_found_it(kadid_root, tmp_path, 
 
 def test_a_failed_start_on_a_resumable_run_keeps_everything(trained, kadid_root, tmp_path):
     """A run with checkpoints that fails at its restart (here: another config) changes nothing."""
-    import shutil
-
     reference, _ = trained
-    workdir = tmp_path / "run"
-    shutil.copytree(reference, workdir)
+    workdir = own_copy(reference, tmp_path / "run")
     listing = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
     changed = tiny_config(kadid_root)
     changed.optim.lr = 1.0

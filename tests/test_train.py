@@ -14,7 +14,7 @@ import pytest
 
 from bpclip_jax import metrics, train
 from data_pipelines.records import to_mos
-from tests.runs import same_results, tiny_config
+from tests.runs import own_copy, same_results, tiny_config
 from tests.test_faults import _flip, _largest_data_file, assert_ends_as
 
 tiny = tiny_config
@@ -136,8 +136,9 @@ def _leaves(tree):
 
 
 @pytest.mark.slow
-def test_eval_mode_reevaluates_the_best_checkpoint(trained, kadid_root):
+def test_eval_mode_reevaluates_the_best_checkpoint(trained, kadid_root, tmp_path):
     workdir, results = trained
+    workdir = own_copy(workdir, tmp_path / "run")  # evaluation writes results.json and test rows
     again = train.evaluate_workdir(tiny(kadid_root), workdir)
     assert again["kadid10k/test"] == pytest.approx(results["kadid10k/test"], rel=1e-5)
 
