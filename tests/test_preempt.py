@@ -117,6 +117,7 @@ def test_a_failed_start_leaves_the_workdir_as_it_found_it(kadid_root, tmp_path, 
         assert (workdir / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow  # it needs the session's trained run
 def test_a_failed_start_on_a_resumable_run_keeps_everything(trained, kadid_root, tmp_path):
     """A run with checkpoints that fails at its restart (here: another config) changes nothing."""
     reference, _ = trained
