@@ -166,7 +166,7 @@ def bench_jax(mode: str, batch: int, crop: int, dtype: str, steps: int, warmup: 
         batch_np["ref"] = rng.integers(0, 256, (batch, crop, crop, 3), dtype=np.uint8)
     batch_dev = train.to_global(batch_np, mesh)
     step = train.compile_step(train.make_train_step(graphdef), mesh)
-    hyper = jax.device_put(train.Hyper.of(config, 1000),
+    hyper = jax.device_put(train.Hyper.of(config.optim, 1000, config.seed),
                            jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
 
     start = time.perf_counter()

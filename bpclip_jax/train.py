@@ -76,7 +76,7 @@ class Hyper:
     learning rate, weight decay, Adam's betas or eps, the epochs of the cosine, the steps per
     epoch, the seed) compile the same program, which JAX's persistent compilation cache, when it
     is on (JAX_COMPILATION_CACHE_DIR), serves to every later run. `Hyper.of` gives them as
-    float32/int32 scalars; Python numbers do as well (`make_optimizer`)."""
+    float32/int32 scalars."""
 
     lr: float
     eta_min: float
@@ -89,13 +89,14 @@ class Hyper:
     seed: int
 
     @classmethod
-    def of(cls, config: ml_collections.ConfigDict, steps_per_epoch: int) -> Hyper:
-        """A config's numbers as scalars to pass to the compiled step."""
-        o = config.optim
+    def of(cls, optim: ml_collections.ConfigDict, steps_per_epoch: int, seed: int = 0) -> Hyper:
+        """A config's `optim` numbers (and the run's seed) as scalars to pass to the compiled
+        step."""
         f32 = np.float32
-        return cls(lr=f32(o.lr), eta_min=f32(o.eta_min), t_max=f32(o.t_max), b1=f32(o.b1),
-                   b2=f32(o.b2), eps=f32(o.eps), weight_decay=f32(o.weight_decay),
-                   steps_per_epoch=np.int32(steps_per_epoch), seed=np.int32(config.seed))
+        return cls(lr=f32(optim.lr), eta_min=f32(optim.eta_min), t_max=f32(optim.t_max),
+                   b1=f32(optim.b1), b2=f32(optim.b2), eps=f32(optim.eps),
+                   weight_decay=f32(optim.weight_decay), steps_per_epoch=np.int32(steps_per_epoch),
+                   seed=np.int32(seed))
 
 
 def epoch_lr(optim, epoch):
@@ -118,9 +119,7 @@ def adamw(hyper: Hyper):
 def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int):
     """(tx, schedule) of a config's `optim` (adamw): what initializes the optimizer state, whose
     structure does not depend on the numbers."""
-    return adamw(Hyper(lr=optim.lr, eta_min=optim.eta_min, t_max=optim.t_max, b1=optim.b1,
-                       b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay,
-                       steps_per_epoch=steps_per_epoch, seed=0))
+    return adamw(Hyper.of(optim, steps_per_epoch))
 
 
 # ------------------------------------------------------------------------------ state and step
@@ -316,7 +315,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
     iterator = pipeline.loader(dataset, threads=config.data.threads, workers=config.data.workers,
                                prefetch=config.data.prefetch)
     step_fn = compile_step(make_train_step(graphdef, adamw, config.train.nin_weight), mesh)
-    hyper = jax.device_put(Hyper.of(config, spe), NamedSharding(mesh, P()))
+    hyper = jax.device_put(Hyper.of(config.optim, spe, config.seed), NamedSharding(mesh, P()))
     return Run(config, workdir, parts, graphdef, state, spe, hyper, iterator, step_fn, mesh, ckpt,
                writer, record)
 

@@ -50,7 +50,8 @@ def main():
                 "ref": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
                 "score": rng.uniform(0, 1, 8).astype(np.float32)} for _ in range(2)]
     tx, schedule = optax.sgd(1e-2), lambda step: 1e-2
-    hyper = train.Hyper.of(config, 1)  # its seed (dropout); the SGD below reads nothing else
+    # its seed (dropout); the SGD below reads nothing else
+    hyper = train.Hyper.of(config.optim, 1, config.seed)
     outputs = {}
     for n in (1, 8):
         devices = jax.devices()[:n]

@@ -456,7 +456,7 @@ def test_one_topiq_train_step():
              "ref": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8),
              "score": rng.uniform(size=4).astype(np.float32)}
     step = jax.jit(train.make_train_step(graphdef, nin_weight=config.train.nin_weight))
-    new, metrics = step(state, batch, train.Hyper.of(config, 10))
+    new, metrics = step(state, batch, train.Hyper.of(config.optim, 10, config.seed))
     moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))), state.params, new.params)
     still = [path for path, v in nnx.to_flat_state(moved) if not v.get_value()]
     assert all(path[-2:] == ("key", "bias") for path in still), still

@@ -244,7 +244,8 @@ def test_runs_that_differ_in_optimizer_numbers_or_seed_compile_one_program():
     def program(config, steps_per_epoch, crop=16):
         batch = {k: jax.ShapeDtypeStruct((4, crop, crop, 3), np.uint8) for k in ("dist", "ref")}
         batch["score"] = jax.ShapeDtypeStruct((4,), np.float32)
-        return step.lower(state, batch, train.Hyper.of(config, steps_per_epoch)).as_text()
+        hyper = train.Hyper.of(config.optim, steps_per_epoch, config.seed)
+        return step.lower(state, batch, hyper).as_text()
 
     swept = tiny("unused")
     swept.seed = 5
