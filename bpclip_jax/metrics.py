@@ -40,8 +40,10 @@ def rmse(pred, mos) -> float:
 
 
 def logistic4(x, b1, b2, b3, b4):
-    """VQEG's 4-parameter logistic: (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2."""
-    return (b1 - b2) / (1.0 + np.exp(-(x - b3) / (np.abs(b4) + 1e-12))) + b2
+    """VQEG's 4-parameter logistic: (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2. Far below b3
+    (a steep fit) exp overflows to inf and the term is its limit, 0: not worth a warning."""
+    with np.errstate(over="ignore"):
+        return (b1 - b2) / (1.0 + np.exp(-(x - b3) / (np.abs(b4) + 1e-12))) + b2
 
 
 def fit_logistic(pred, mos) -> np.ndarray:

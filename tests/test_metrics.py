@@ -1,5 +1,7 @@
 """Metrics against scipy (ties included) and the logistic fit; the schedule against torch."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -33,6 +35,14 @@ def test_logistic_fit_recovers_a_logistic_relation():
     assert metrics.plcc_logistic(x, mos) == pytest.approx(1.0, abs=1e-6)
     params = metrics.fit_logistic(x, mos)
     np.testing.assert_allclose(metrics.logistic4(x, *params), mos, atol=1e-4)
+
+
+def test_a_steep_logistic_reaches_its_limits_without_a_warning():
+    # a fit of near-binary predictions: far below b3, exp overflows and the term is 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        values = metrics.logistic4(np.array([0.0, 1.0, 2.0]), 5.0, 1.0, 1.0, 1e-5)
+    np.testing.assert_array_equal(values, [1.0, 3.0, 5.0])
 
 
 def test_all_metrics_and_bad_input(tied):
