@@ -293,7 +293,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
     parts = data.load_parts(config.data)  # every row validated before the first step
     train_records = parts[config.data.train_part]
     spe = _steps_per_epoch(config, len(train_records))
-    tx, _ = make_optimizer(config.optim, spe)
+    hyper = Hyper.of(config.optim, spe, config.seed)  # what the optimizer state and the step read
+    tx, _ = adamw(hyper)
     mesh = make_mesh()
     record = {"history": [], "best": None}
     if resuming:
@@ -315,7 +316,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: Path, ckpt: checkpoint.Ch
     iterator = pipeline.loader(dataset, threads=config.data.threads, workers=config.data.workers,
                                prefetch=config.data.prefetch)
     step_fn = compile_step(make_train_step(graphdef, adamw, config.train.nin_weight), mesh)
-    hyper = jax.device_put(Hyper.of(config.optim, spe, config.seed), NamedSharding(mesh, P()))
+    hyper = jax.device_put(hyper, NamedSharding(mesh, P()))
     return Run(config, workdir, parts, graphdef, state, spe, hyper, iterator, step_fn, mesh, ckpt,
                writer, record)
 
