@@ -13,6 +13,7 @@ in SummaryWriter's thread it would end that thread and leave the next flush wait
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
 import time
@@ -42,8 +43,9 @@ def _without_torch():
             del sys.modules["torch"]
 
 
+@functools.cache
 def _tensorboardx():
-    """(EventsWriter, Event, SessionLog, scalar) of tensorboardX, imported without torch."""
+    """(EventsWriter, Event, SessionLog, scalar) of tensorboardX, imported once, without torch."""
     with _without_torch():
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
