@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
+pytest.register_assert_rewrite("tests.runs")  # its shared asserts explain themselves too
 
 
 def pytest_configure(config):

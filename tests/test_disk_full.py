@@ -18,8 +18,7 @@ from bpclip_jax import api, files, predict
 from bpclip_jax.api import Scorer
 from bpclip_jax.files import DiskFullError
 from tests.fault_driver import fill_disk
-from tests.runs import same_results
-from tests.test_faults import assert_ends_as
+from tests.runs import assert_ends_as, same_results
 
 REPO = Path(__file__).parent.parent
 ONE_LINE = re.compile(r"^error: (\S+): no space left on the device \(([0-9.]+ [kMGT]?B) needed, "

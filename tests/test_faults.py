@@ -19,38 +19,9 @@ import pytest
 
 from bpclip_jax import checkpoint, lock, train
 from bpclip_jax.errors import WorkdirError
-from tests.runs import own_copy, same_results, tiny_config
+from tests.runs import assert_ends_as, flip_bytes, largest_data_file, own_copy, same_results, tiny_config
 
 REPO = Path(__file__).parent.parent
-
-
-def _rows(workdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def _series(workdir: Path, prefix: str) -> dict[tuple[int, str], float]:
-    """{(step, key): value} of metrics.jsonl, asserting that no (step, key) appears twice."""
-    out = {}
-    for row in _rows(workdir):
-        for key, value in row.items():
-            if key.startswith(prefix) and key != "train/pairs_per_s":
-                assert (row["step"], key) not in out, f"step {row['step']} {key} logged twice"
-                out[(row["step"], key)] = value
-    return out
-
-
-def assert_ends_as(workdir: Path, reference: Path) -> None:
-    """`workdir` ended as the unstopped run in `reference`: its results.json, its selection and its
-    train/val/test log rows (one per step and key)."""
-    assert same_results(json.loads((workdir / "results.json").read_text()),
-                        json.loads((reference / "results.json").read_text()))
-    assert json.loads((workdir / "checkpoints/best.json").read_text()) == \
-        json.loads((reference / "checkpoints/best.json").read_text())
-    for prefix in ("train/", "val/", "test/"):
-        resumed, unstopped = _series(workdir, prefix), _series(reference, prefix)
-        assert resumed.keys() == unstopped.keys(), prefix
-        for key, value in unstopped.items():
-            assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
 
 
 def _drive(workdir: Path, root: Path, point: str) -> subprocess.CompletedProcess:
@@ -87,18 +58,6 @@ def _tree(value: float) -> dict:
     return {"step": jnp.int32(int(value)), "params": {"w": jnp.arange(1000.0) * value, "b": jnp.ones(3)}}
 
 
-def _largest_data_file(step_dir: Path) -> Path:
-    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
-    return max(files, key=lambda p: p.stat().st_size)
-
-
-def _flip(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    for i in range(len(data) // 3, len(data) // 3 + 8):
-        data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
 def _forge_checksums(step_dir: Path) -> None:
     """The arrays read back, but not as saved: what a silent bit flip the decoder cannot see does."""
     meta = step_dir / "meta" / "metadata"
@@ -108,9 +67,9 @@ def _forge_checksums(step_dir: Path) -> None:
 
 
 DAMAGE = {
-    "bytes flipped": lambda d: _flip(_largest_data_file(d)),
-    "file truncated": lambda d: _largest_data_file(d).write_bytes(_largest_data_file(d).read_bytes()[:10]),
-    "data file deleted": lambda d: _largest_data_file(d).unlink(),
+    "bytes flipped": lambda d: flip_bytes(largest_data_file(d)),
+    "file truncated": lambda d: largest_data_file(d).write_bytes(largest_data_file(d).read_bytes()[:10]),
+    "data file deleted": lambda d: largest_data_file(d).unlink(),
     "_METADATA deleted": lambda d: (d / "state" / "_METADATA").unlink(),
     "meta item deleted": lambda d: shutil.rmtree(d / "meta"),
     "half-written step": lambda d: shutil.rmtree(d / "state"),
@@ -180,7 +139,7 @@ def test_when_no_step_is_left_the_error_names_every_folder(tmp_path):
     ckpt = checkpoint.Checkpoints(tmp_path)
     for step in (1, 2):
         ckpt.save_latest(step, _tree(step), {"history": [], "best": None})
-        _flip(_largest_data_file(tmp_path / f"checkpoints/latest/{step}"))
+        flip_bytes(largest_data_file(tmp_path / f"checkpoints/latest/{step}"))
     with pytest.raises(checkpoint.CheckpointError, match=r"latest/2 \(.*latest/1 \("):
         ckpt.restore_latest(_tree(0))
     ckpt.close()
@@ -193,7 +152,7 @@ def test_the_selected_step_is_read_from_latest_when_best_is_damaged_else_refused
         if step == 2:
             ckpt.save_best(2, {"params": _tree(2)["params"]}, best)
         ckpt.save_latest(step, _tree(step), {"history": [], "best": best if step == 2 else None})
-    _flip(_largest_data_file(tmp_path / "checkpoints/best/2"))
+    flip_bytes(largest_data_file(tmp_path / "checkpoints/best/2"))
     step, params, how = ckpt.restore_selected({"params": _tree(0)["params"]})
     assert (step, how) == (2, "best")
     np.testing.assert_array_equal(params["w"], _tree(2)["params"]["w"])
@@ -211,7 +170,7 @@ def test_readers_move_nothing_and_pick_no_other_step(tmp_path):
     for step in (1, 2):
         writer.save_latest(step, _tree(step), {"history": [], "best": None})
     writer.close()
-    _flip(_largest_data_file(tmp_path / "checkpoints/latest/2"))
+    flip_bytes(largest_data_file(tmp_path / "checkpoints/latest/2"))
     reader = checkpoint.Checkpoints(tmp_path, create=False)
     with pytest.raises(checkpoint.CheckpointError, match=r"latest/2 is unusable .*nothing was changed"):
         reader.restore_latest(_tree(0))
@@ -241,7 +200,7 @@ def test_a_run_whose_every_step_was_moved_aside_does_not_restart_from_scratch(tm
     best = {"step": 1, "srcc": 0.5, "plcc": 0.5}
     ckpt.save_best(1, {"params": _tree(1)["params"]}, best)
     ckpt.save_latest(1, _tree(1), {"history": [], "best": best})
-    _flip(_largest_data_file(tmp_path / "checkpoints/latest/1"))
+    flip_bytes(largest_data_file(tmp_path / "checkpoints/latest/1"))
     with pytest.raises(checkpoint.CheckpointError, match="no usable checkpoint left"):
         ckpt.restore_latest(_tree(0))
     ckpt.close()

@@ -16,8 +16,7 @@ import pytest
 from bpclip_jax import lock, train
 from bpclip_jax.preempt import EXIT_PREEMPTED
 from data_pipelines.records import DataError
-from tests.runs import own_copy, tiny_config
-from tests.test_faults import assert_ends_as
+from tests.runs import assert_ends_as, own_copy, tiny_config
 
 REPO = Path(__file__).parent.parent
 LOG_EVERY = ("train.log_every=2",)  # steps 1, 5 end between log rows: their metrics travel in the checkpoint

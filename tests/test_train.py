@@ -14,8 +14,7 @@ import pytest
 
 from bpclip_jax import metrics, train
 from data_pipelines.records import to_mos
-from tests.runs import own_copy, same_results, tiny_config
-from tests.test_faults import _flip, _largest_data_file, assert_ends_as
+from tests.runs import assert_ends_as, flip_bytes, largest_data_file, own_copy, same_results, tiny_config
 
 tiny = tiny_config
 
@@ -83,7 +82,7 @@ def test_stopped_resumed_and_damaged_runs_end_where_an_unstopped_one_does(traine
     losses = [r["train/loss"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
               if r["step"] == 5 and "train/loss" in r]
     assert len(losses) == 1 and losses[0] != 9.0  # the stale row is gone
-    _flip(_largest_data_file(tmp_path / "checkpoints/latest/5"))
+    flip_bytes(largest_data_file(tmp_path / "checkpoints/latest/5"))
     best_file = tmp_path / "checkpoints/best.json"
     best_file.write_text(best_file.read_text()[:7])  # truncated
     with caplog.at_level(logging.WARNING):
