@@ -230,14 +230,12 @@ def test_runs_that_differ_in_optimizer_numbers_or_seed_compile_one_program():
     the seed lowers to the same program (what the persistent compilation cache keys on); another
     crop does not."""
     import jax
-
-    from bpclip_jax import trained
+    from jax.sharding import NamedSharding, PartitionSpec
 
     config = tiny("unused")
-    graphdef, params, frozen = trained.abstract_parts(config)
     tx, _ = train.make_optimizer(config.optim, 3)
-    state = train.TrainState(step=jax.ShapeDtypeStruct((), np.int32), params=params, frozen=frozen,
-                             opt_state=jax.eval_shape(tx.init, params))
+    replicated = NamedSharding(train.make_mesh(), PartitionSpec())
+    graphdef, state = train._abstract_train_state(config, tx, replicated)  # what a resume restores into
     step = jax.jit(train.make_train_step(graphdef))
 
     def program(config, steps_per_epoch, crop=16):
